@@ -1,0 +1,42 @@
+# The README's two commands: `make demo` and `make test`. Everything installs into .venv.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+TORCH   := torch==2.13.0
+
+.PHONY: install demo test test-fast lint bench serve clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and exactly pinned: a looser spec pulls gigabytes of CUDA wheels.
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/ablate demo
+
+test: install
+	bash scripts/test-setup.sh
+	$(BIN)/python -m pytest -q -ra --durations=15
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check trainer service tests bench
+
+bench: install
+	$(BIN)/python bench/trainer.py
+	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/compare.py
+
+serve: install
+	$(BIN)/ablate serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs .ablate

@@ -1,0 +1,77 @@
+"""The one interface every pretraining objective implements, and the registry that names them.
+
+An ablation toggles an objective by name (``objectives.<name>.enabled``), so adding an objective
+is adding one module in this package: a config class, a loss, and ``@register``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+    from trainer.model.forward import StepContext
+
+
+class ObjectiveConfig(BaseModel):
+    """Settings every objective shares: a switch and a loss weight."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = False
+    weight: float = Field(default=1.0, ge=0.0, description="multiplier of this loss term")
+
+
+@dataclass
+class ObjectiveOutput:
+    """One objective's contribution to a training step."""
+
+    loss: Tensor
+    """The weighted-sum input: the term before ``weight`` is applied."""
+    logs: dict[str, float]
+    """Extra scalars worth plotting (accuracies, sub-terms)."""
+
+
+class Objective(nn.Module):
+    """A loss over a shared, lazily computed step context.
+
+    Objectives own their heads and buffers (ITM head, MLM head, queues); what several objectives
+    need (encoder outputs, projected features) is computed once by the ``StepContext`` and only
+    if some enabled objective asks for it, so an objective that is off costs nothing.
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[ObjectiveConfig]]
+
+    def __init__(self, cfg: ObjectiveConfig, train_cfg: TrainConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_cfg = train_cfg
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, EMA copy) pairs this objective owns, updated with the model's momentum."""
+        return []
+
+    def forward(self, ctx: StepContext) -> ObjectiveOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register(name: str, config_cls: type[ObjectiveConfig]) -> Any:
+    """Class decorator: make an objective selectable as ``objectives.<name>`` in a TrainConfig."""
+
+    def wrap(cls: type[Objective]) -> type[Objective]:
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} registered twice")
+        cls.name = name
+        cls.config_cls = config_cls
+        OBJECTIVES[name] = cls
+        return cls
+
+    return wrap
