@@ -54,7 +54,7 @@ class DataConfig(Section):
     @model_validator(mode="after")
     def _objects_range(self) -> DataConfig:
         if self.min_objects > self.max_objects:
-            raise ValueError("min_objects must not exceed max_objects")
+            raise ValueError("min_objects: must not exceed max_objects")
         return self
 
 
@@ -69,7 +69,7 @@ class VisionConfig(Section):
     @model_validator(mode="after")
     def _heads_divide(self) -> VisionConfig:
         if self.hidden_size % self.num_heads:
-            raise ValueError("hidden_size must be divisible by num_heads")
+            raise ValueError("hidden_size: must be divisible by num_heads")
         return self
 
 
@@ -84,7 +84,7 @@ class TextConfig(Section):
     @model_validator(mode="after")
     def _heads_divide(self) -> TextConfig:
         if self.hidden_size % self.num_heads:
-            raise ValueError("hidden_size must be divisible by num_heads")
+            raise ValueError("hidden_size: must be divisible by num_heads")
         return self
 
 
@@ -340,8 +340,14 @@ def describe_validation_error(err: ValidationError) -> list[dict[str, str]]:
     """pydantic's errors as ``[{"field": "a.b", "reason": "..."}]``."""
     out = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "<root>"
-        out.append({"field": field, "reason": e["msg"]})
+        loc = [str(p) for p in e["loc"]]
+        msg = e["msg"].removeprefix("Value error, ")
+        # our validators say "field: reason" for the field inside the section they check
+        head, sep, rest = msg.partition(": ")
+        if sep and head.replace("_", "").replace(".", "").isalnum() and " " not in head:
+            loc.append(head)
+            msg = rest
+        out.append({"field": ".".join(loc) or "<root>", "reason": msg})
     return out
 
 

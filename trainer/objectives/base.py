@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
-    from trainer.model.forward import StepContext
+    from trainer.model.forward import StepContext, VocabInfo
 
 
 class ObjectiveConfig(BaseModel):
@@ -24,6 +24,16 @@ class ObjectiveConfig(BaseModel):
 
     enabled: bool = False
     weight: float = Field(default=1.0, ge=0.0, description="multiplier of this loss term")
+
+
+@dataclass
+class ObjectiveEnv:
+    """What an objective may read when it builds its heads."""
+
+    train: TrainConfig
+    vocab: VocabInfo
+    text_dim: int
+    vision_dim: int
 
 
 @dataclass
@@ -46,11 +56,13 @@ class Objective(nn.Module):
 
     name: ClassVar[str]
     config_cls: ClassVar[type[ObjectiveConfig]]
+    needs_momentum_model: bool = False
+    """True when this objective reads the EMA model (queue keys, distillation targets)."""
 
-    def __init__(self, cfg: ObjectiveConfig, train_cfg: TrainConfig) -> None:
+    def __init__(self, cfg: ObjectiveConfig, env: ObjectiveEnv) -> None:
         super().__init__()
         self.cfg = cfg
-        self.train_cfg = train_cfg
+        self.env = env
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, EMA copy) pairs this objective owns, updated with the model's momentum."""

@@ -1,0 +1,119 @@
+"""The per-step context objectives share: each intermediate is computed once, and only if asked.
+
+This is how "an objective that is off costs nothing" holds: nothing here runs eagerly, so the
+vision encoder, the fusion encoder or the momentum model only run when an enabled objective
+reads the property that needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from trainer.model.albef import ALBEFModel
+
+
+@dataclass
+class Batch:
+    images: Tensor
+    """[B,3,H,W] float."""
+    input_ids: Tensor
+    """[B,L] token ids, [CLS] first."""
+    attention_mask: Tensor
+    """[B,L] 1 for tokens, 0 for padding."""
+    image_ids: Tensor
+    """[B] which image each pair shows: pairs sharing one are never each other's negatives."""
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device, non_blocking=True) for t in
+                       (self.images, self.input_ids, self.attention_mask, self.image_ids)))
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class VocabInfo:
+    """The token ids objectives need (MLM masking, special-token handling)."""
+
+    size: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    unk_id: int
+
+    @property
+    def special_ids(self) -> list[int]:
+        return [self.pad_id, self.cls_id, self.sep_id, self.mask_id, self.unk_id]
+
+
+class StepContext:
+    """Lazily computed, memoised features of one batch for the online and momentum models."""
+
+    def __init__(
+        self,
+        model: ALBEFModel,
+        momentum_model: ALBEFModel | None,
+        batch: Batch,
+        *,
+        alpha: float,
+        step: int,
+    ) -> None:
+        self.model = model
+        self.momentum_model = momentum_model
+        self.batch = batch
+        self.alpha = alpha
+        """Current distillation weight (ramped from 0)."""
+        self.step = step
+        self.shared: dict[str, float] = {}
+        """Scalars one objective publishes for another (ITC's temperature for hard negatives)."""
+
+    # ---- online model ---------------------------------------------------------------------
+    @cached_property
+    def image_embeds(self) -> Tensor:
+        return self.model.encode_image(self.batch.images)
+
+    @cached_property
+    def text_embeds(self) -> Tensor:
+        return self.model.encode_text(self.batch.input_ids, self.batch.attention_mask)
+
+    @cached_property
+    def image_feat(self) -> Tensor:
+        return self.model.image_feat(self.image_embeds)
+
+    @cached_property
+    def text_feat(self) -> Tensor:
+        return self.model.text_feat(self.text_embeds)
+
+    @cached_property
+    def positives(self) -> Tensor:
+        """[B,B] True where two pairs show the same image."""
+        ids = self.batch.image_ids
+        return ids[:, None] == ids[None, :]
+
+    # ---- momentum model (no gradients) ----------------------------------------------------
+    def _momentum(self) -> ALBEFModel:
+        if self.momentum_model is None:
+            raise RuntimeError("an objective asked for momentum features but no EMA model exists")
+        return self.momentum_model
+
+    @cached_property
+    def image_embeds_m(self) -> Tensor:
+        with torch.no_grad():
+            return self._momentum().encode_image(self.batch.images)
+
+    @cached_property
+    def image_feat_m(self) -> Tensor:
+        with torch.no_grad():
+            return self._momentum().image_feat(self.image_embeds_m)
+
+    @cached_property
+    def text_feat_m(self) -> Tensor:
+        with torch.no_grad():
+            m = self._momentum()
+            return m.text_feat(m.encode_text(self.batch.input_ids, self.batch.attention_mask))
+

@@ -1,0 +1,93 @@
+"""ITM: does this text match this image? A binary head on the fusion [CLS] (ALBEF sec. 3.2).
+
+Each pair gets one negative image and one negative text. With ``hard_negatives`` they are drawn
+in proportion to the softmax of the in-batch ITC similarity (hard, contrastively similar
+negatives); otherwise uniformly. Pairs that share an image are never drawn as negatives.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from trainer.objectives.base import (
+    Objective,
+    ObjectiveConfig,
+    ObjectiveEnv,
+    ObjectiveOutput,
+    register,
+)
+
+if TYPE_CHECKING:
+    from trainer.model.forward import StepContext
+
+
+class ITMConfig(ObjectiveConfig):
+    hard_negatives: bool = False
+    hard_negative_temp: float = Field(
+        default=0.07, gt=0.0, description="softmax temperature for sampling when ITC is off"
+    )
+
+
+def negative_weights(sim: Tensor | None, positives: Tensor, temp: float) -> Tensor:
+    """Sampling weights over the batch: softmax(sim/temp) (hard) or uniform, zero on positives."""
+    if sim is None:
+        weights = torch.ones_like(positives, dtype=torch.float)
+    else:
+        weights = F.softmax(sim.float() / temp, dim=1) + 1e-5
+    return weights.masked_fill(positives, 0.0)
+
+
+def sample_negatives(weights: Tensor) -> tuple[Tensor, Tensor]:
+    """One index per row drawn from its weights; rows with no valid negative are dropped.
+
+    Returns (row indices that got a negative, chosen column per such row).
+    """
+    valid = weights.sum(dim=1) > 0
+    rows = valid.nonzero(as_tuple=True)[0]
+    if rows.numel() == 0:
+        return rows, rows
+    return rows, torch.multinomial(weights[rows], 1).squeeze(1)
+
+
+@register("itm", ITMConfig)
+class ITM(Objective):
+    def __init__(self, cfg: ITMConfig, env: ObjectiveEnv) -> None:
+        super().__init__(cfg, env)
+        self.head = nn.Linear(env.text_dim, 2)
+
+    def score(self, fused_cls: Tensor) -> Tensor:
+        """Match probability of fused [CLS] vectors (used by retrieval re-ranking)."""
+        return F.softmax(self.head(fused_cls).float(), dim=-1)[:, 1]
+
+    def forward(self, ctx: StepContext) -> ObjectiveOutput:
+        b = ctx.batch
+        image, text, mask = ctx.image_embeds, ctx.text_embeds, b.attention_mask
+        positives = ctx.positives
+        sim_t2i = sim_i2t = None
+        if self.cfg.hard_negatives:
+            # read the shared features outside no_grad so that ITC, if on, keeps their graph
+            sim_t2i = ctx.text_feat.detach() @ ctx.image_feat.detach().t()
+            sim_i2t = sim_t2i.t()
+        with torch.no_grad():
+            temp = ctx.shared.get("itc_temp", self.cfg.hard_negative_temp)
+            text_rows, neg_image = sample_negatives(negative_weights(sim_t2i, positives, temp))
+            image_rows, neg_text = sample_negatives(negative_weights(sim_i2t, positives, temp))
+        # positives, (text, negative image), (negative text, image) in one fusion pass
+        fused = ctx.model.fuse(
+            torch.cat([text, text[text_rows], text[neg_text]]),
+            torch.cat([mask, mask[text_rows], mask[neg_text]]),
+            torch.cat([image, image[neg_image], image[image_rows]]),
+        )
+        logits = self.head(fused[:, 0])
+        labels = torch.cat([
+            torch.ones(len(b), dtype=torch.long, device=logits.device),
+            torch.zeros(len(text_rows) + len(image_rows), dtype=torch.long, device=logits.device),
+        ])
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.argmax(dim=1) == labels).float().mean()
+        return ObjectiveOutput(loss, {"itm_acc": float(acc)})

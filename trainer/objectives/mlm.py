@@ -1,0 +1,124 @@
+"""MLM: masked language modelling through the fusion encoder, so tokens are predicted from the
+image as well as the text (ALBEF sec. 3.2). With ``distill`` the targets are mixed with the
+momentum model's predicted distribution by alpha (MoD for MLM).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from trainer.model.momentum import frozen_copy
+from trainer.objectives.base import (
+    Objective,
+    ObjectiveConfig,
+    ObjectiveEnv,
+    ObjectiveOutput,
+    register,
+)
+
+if TYPE_CHECKING:
+    from trainer.model.forward import StepContext, VocabInfo
+
+IGNORE = -100
+
+
+class MLMConfig(ObjectiveConfig):
+    mask_prob: float = Field(default=0.15, gt=0.0, lt=1.0)
+    mask_token_frac: float = Field(default=0.8, ge=0.0, le=1.0, description="-> [MASK]")
+    random_token_frac: float = Field(default=0.1, ge=0.0, le=1.0, description="-> random token")
+    distill: bool = False
+    alpha: float = Field(default=0.4, ge=0.0, le=1.0, description="weight of momentum targets")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> MLMConfig:
+        if self.mask_token_frac + self.random_token_frac > 1.0:
+            raise ValueError("random_token_frac: mask_token_frac + random_token_frac must not exceed 1")
+        return self
+
+
+def mask_tokens(
+    input_ids: Tensor, vocab: VocabInfo, cfg: MLMConfig, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """BERT masking: choose ``mask_prob`` of the non-special tokens; of those 80% -> [MASK],
+    10% -> a random token, 10% unchanged. Returns (masked ids, labels with -100 elsewhere)."""
+    device = input_ids.device
+    special = torch.zeros_like(input_ids, dtype=torch.bool)
+    for sid in vocab.special_ids:
+        special |= input_ids == sid
+
+    def draw(p: float) -> Tensor:
+        u = torch.rand(input_ids.shape, generator=generator, device="cpu").to(device)
+        return u < p
+
+    chosen = draw(cfg.mask_prob) & ~special
+    labels = input_ids.masked_fill(~chosen, IGNORE)
+    to_mask = chosen & draw(cfg.mask_token_frac)
+    remaining = cfg.random_token_frac / max(1e-12, 1.0 - cfg.mask_token_frac)
+    to_random = chosen & ~to_mask & draw(remaining)
+    random_ids = torch.randint(vocab.size, input_ids.shape, generator=generator).to(device)
+    masked = input_ids.masked_fill(to_mask, vocab.mask_id)
+    masked = torch.where(to_random, random_ids, masked)
+    return masked, labels
+
+
+def mlm_loss(
+    logits: Tensor, labels: Tensor, soft_labels: Tensor | None = None, alpha: float = 0.0
+) -> Tensor:
+    """Cross-entropy on the masked positions; with soft labels, (1-a)*CE + a*soft-CE."""
+    chosen = labels != IGNORE
+    if not bool(chosen.any()):
+        return logits.sum() * 0.0
+    logp = F.log_softmax(logits[chosen].float(), dim=-1)
+    hard = F.nll_loss(logp, labels[chosen])
+    if soft_labels is None:
+        return hard
+    soft = -(logp * soft_labels[chosen].float()).sum(dim=-1).mean()
+    return (1 - alpha) * hard + alpha * soft
+
+
+class MLMHead(nn.Module):
+    """BERT's prediction head: transform + LayerNorm, then a decoder over the vocabulary."""
+
+    def __init__(self, hidden: int, vocab_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=1e-12)
+        self.decoder = nn.Linear(hidden, vocab_size)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.decoder(self.LayerNorm(F.gelu(self.dense(h))))
+
+
+@register("mlm", MLMConfig)
+class MLM(Objective):
+    def __init__(self, cfg: MLMConfig, env: ObjectiveEnv) -> None:
+        super().__init__(cfg, env)
+        self.head = MLMHead(env.text_dim, env.vocab.size)
+        self.needs_momentum_model = cfg.distill
+        self.head_m = frozen_copy(self.head) if cfg.distill else None
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.head, self.head_m)] if self.head_m is not None else []
+
+    def forward(self, ctx: StepContext) -> ObjectiveOutput:
+        b = ctx.batch
+        ids, labels = mask_tokens(b.input_ids, self.env.vocab, self.cfg)
+        text = ctx.model.encode_text(ids, b.attention_mask)
+        logits = self.head(ctx.model.fuse(text, b.attention_mask, ctx.image_embeds))
+        soft = None
+        if self.cfg.distill:
+            with torch.no_grad():
+                m = ctx.momentum_model
+                assert m is not None and self.head_m is not None
+                text_m = m.encode_text(ids, b.attention_mask)
+                fused_m = m.fuse(text_m, b.attention_mask, ctx.image_embeds_m)
+                soft = F.softmax(self.head_m(fused_m).float(), dim=-1)
+        loss = mlm_loss(logits, labels, soft, ctx.alpha)
+        chosen = labels != IGNORE
+        acc = (logits.argmax(-1)[chosen] == labels[chosen]).float().mean() if chosen.any() else 0
+        return ObjectiveOutput(loss, {"mlm_acc": float(acc)})
