@@ -60,14 +60,14 @@ class StepContext:
         momentum_model: ALBEFModel | None,
         batch: Batch,
         *,
-        alpha: float,
+        alpha_ramp: float,
         step: int,
     ) -> None:
         self.model = model
         self.momentum_model = momentum_model
         self.batch = batch
-        self.alpha = alpha
-        """Current distillation weight (ramped from 0)."""
+        self.alpha_ramp = alpha_ramp
+        """Fraction (0 to 1) of each objective's distillation alpha in force at this step."""
         self.step = step
         self.shared: dict[str, float] = {}
         """Scalars one objective publishes for another (ITC's temperature for hard negatives)."""

@@ -19,4 +19,11 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["OBJECTIVES", "Objective", "ObjectiveConfig", "ObjectiveEnv", "ObjectiveOutput", "register"]
+__all__ = [
+    "OBJECTIVES",
+    "Objective",
+    "ObjectiveConfig",
+    "ObjectiveEnv",
+    "ObjectiveOutput",
+    "register",
+]

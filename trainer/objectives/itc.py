@@ -125,7 +125,7 @@ class ITC(Objective):
                 soft_t2i = F.softmax(ctx.text_feat_m @ m_img_keys.t() / temp, dim=1)
         loss = itc_loss(
             ctx.image_feat, ctx.text_feat, image_keys, text_keys, positives, temp,
-            soft_i2t, soft_t2i, ctx.alpha,
+            soft_i2t, soft_t2i, self.cfg.alpha * ctx.alpha_ramp,
         )
         if self.cfg.queue and self.training:
             self._enqueue(ctx.image_feat_m, ctx.text_feat_m, ids)

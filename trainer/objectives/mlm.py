@@ -37,7 +37,9 @@ class MLMConfig(ObjectiveConfig):
     @model_validator(mode="after")
     def _fractions(self) -> MLMConfig:
         if self.mask_token_frac + self.random_token_frac > 1.0:
-            raise ValueError("random_token_frac: mask_token_frac + random_token_frac must not exceed 1")
+            raise ValueError(
+                "random_token_frac: mask_token_frac + random_token_frac must not exceed 1"
+            )
         return self
 
 
@@ -118,7 +120,7 @@ class MLM(Objective):
                 text_m = m.encode_text(ids, b.attention_mask)
                 fused_m = m.fuse(text_m, b.attention_mask, ctx.image_embeds_m)
                 soft = F.softmax(self.head_m(fused_m).float(), dim=-1)
-        loss = mlm_loss(logits, labels, soft, ctx.alpha)
+        loss = mlm_loss(logits, labels, soft, self.cfg.alpha * ctx.alpha_ramp)
         chosen = labels != IGNORE
         acc = (logits.argmax(-1)[chosen] == labels[chosen]).float().mean() if chosen.any() else 0
         return ObjectiveOutput(loss, {"mlm_acc": float(acc)})

@@ -1,0 +1,329 @@
+"""The training loop: one TrainConfig and a seed in, retrieval metrics out.
+
+CPU or CUDA picked automatically (bf16 autocast and optional torch.compile on CUDA), gradient
+accumulation, complete atomic checkpoints with exact resume, determinism on CPU, and a clear
+error when the loss diverges.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from trainer.checkpoint import load_latest, rng_state, save_atomic, set_rng_state
+from trainer.config import RuntimeConfig, TrainConfig
+from trainer.data import Benchmark, ImageTextSplit, load_benchmark
+from trainer.evaluate import RetrievalResult, evaluate_retrieval
+from trainer.model.forward import Batch, VocabInfo
+from trainer.model.pretrainer import Pretrainer
+
+
+class TrialDiverged(RuntimeError):
+    """The loss became NaN or infinite: final, retrying the same config cannot help."""
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    metrics: dict[str, float]
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, float]
+    protocol: str
+    steps: int
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+class Logger:
+    """Where the loop reports scalars; the MLflow run implements it, tests may pass None."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+def pick_device(runtime: RuntimeConfig) -> torch.device:
+    if runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_for(device: torch.device, runtime: RuntimeConfig) -> contextlib.AbstractContextManager:
+    bf16 = runtime.precision == "bf16" or (runtime.precision == "auto" and device.type == "cuda")
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def vocab_info(bench: Benchmark) -> VocabInfo:
+    tok = bench.tokenizer
+    return VocabInfo(
+        size=len(tok),
+        pad_id=tok.pad_token_id,
+        cls_id=tok.cls_token_id,
+        sep_id=tok.sep_token_id,
+        mask_id=tok.mask_token_id,
+        unk_id=tok.unk_token_id,
+    )
+
+
+class PairSampler:
+    """Shuffled (image, caption) pairs, one permutation per epoch seeded by (seed, epoch), so
+    the data position (epoch, offset) is all a checkpoint needs to resume the same stream."""
+
+    def __init__(self, num_pairs: int, batch_size: int, seed: int) -> None:
+        if num_pairs < batch_size:
+            raise ValueError(
+                f"data.batch_size: {batch_size} exceeds the {num_pairs} training pairs"
+            )
+        self.num_pairs, self.batch_size, self.seed = num_pairs, batch_size, seed
+        self.epoch, self.offset = 0, 0
+        self._perm: torch.Tensor | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_pairs // self.batch_size
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm is None:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm = torch.randperm(self.num_pairs, generator=g)
+        return self._perm
+
+    def next(self) -> torch.Tensor:
+        if self.offset + self.batch_size > self.num_pairs:  # drop the ragged tail
+            self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
+        idx = self._permutation()[self.offset : self.offset + self.batch_size]
+        self.offset += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def load(self, state: dict[str, int]) -> None:
+        self.epoch, self.offset, self._perm = state["epoch"], state["offset"], None
+
+
+class Trainer:
+    """Holds everything one run needs; ``run()`` trains to the end (resuming if it can)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        seed: int,
+        *,
+        checkpoint_dir: Path | None,
+        logger: Logger | None = None,
+        progress: Callable[[Progress], None] | None = None,
+        benchmark: Benchmark | None = None,
+    ) -> None:
+        self.cfg, self.seed = cfg, seed
+        self.checkpoint_dir = checkpoint_dir
+        self.logger, self.progress = logger, progress
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        self.device = pick_device(cfg.runtime)
+        self.bench = benchmark or load_benchmark(cfg.data)
+        self.train_split = self.bench.train
+        self.train_ids, self.train_mask = self.bench.tokenize(self.train_split.captions)
+        seed_everything(seed)
+        self.pretrainer = Pretrainer(cfg, vocab_info(self.bench)).to(self.device)
+        self.step_fn = self.pretrainer
+        if cfg.runtime.compile and self.device.type == "cuda":
+            self.step_fn = torch.compile(self.pretrainer)
+        self.optimizer = torch.optim.AdamW(
+            self.pretrainer.parameter_groups(cfg.optim.weight_decay),
+            lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
+        )
+        self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+            self.optimizer,
+            num_warmup_steps=cfg.schedule.warmup_steps,
+            num_training_steps=cfg.schedule.steps,
+            min_lr_rate=cfg.schedule.min_lr_ratio,
+        )
+        self.sampler = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
+        self.step = 0
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    # ---- schedule ---------------------------------------------------------------------------
+    @property
+    def alpha_ramp_steps(self) -> int:
+        """ALBEF ramps alpha linearly over the first epoch (in optimizer steps)."""
+        if self.cfg.schedule.alpha_ramp_steps is not None:
+            return self.cfg.schedule.alpha_ramp_steps
+        return max(1, self.sampler.batches_per_epoch // self.cfg.optim.accumulation_steps)
+
+    def alpha_ramp(self, step: int) -> float:
+        """Fraction of each objective's distillation alpha in force at ``step``."""
+        ramp = self.alpha_ramp_steps
+        return 1.0 if ramp == 0 else min(1.0, step / ramp)
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        save_atomic(
+            {
+                "step": self.step,
+                "model": self.pretrainer.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": self.sampler.state(),
+                "rng": rng_state(),
+                "history": self.history,
+                "config_hash": self.cfg.config_hash(),
+                "seed": self.seed,
+            },
+            self.checkpoint_dir,
+        )
+
+    def try_resume(self) -> bool:
+        if self.checkpoint_dir is None:
+            return False
+        ckpt = load_latest(self.checkpoint_dir)
+        if ckpt is None:
+            return False
+        if ckpt["config_hash"] != self.cfg.config_hash() or ckpt["seed"] != self.seed:
+            raise ValueError(
+                f"checkpoint in {self.checkpoint_dir} belongs to another config or seed"
+            )
+        self.pretrainer.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.sampler.load(ckpt["sampler"])
+        set_rng_state(ckpt["rng"])
+        self.history = ckpt["history"]
+        self.step = ckpt["step"]
+        return True
+
+    # ---- batches ----------------------------------------------------------------------------
+    def batch(self, idx: torch.Tensor) -> Batch:
+        image_ids = self.train_split.caption_image[idx]
+        return Batch(
+            self.train_split.load_images(image_ids),
+            self.train_ids[idx],
+            self.train_mask[idx],
+            image_ids,
+        ).to(self.device)
+
+    def micro_batches(self) -> Iterator[Batch]:
+        for _ in range(self.cfg.optim.accumulation_steps):
+            yield self.batch(self.sampler.next())
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        accum = self.cfg.optim.accumulation_steps
+        autocast = autocast_for(self.device, self.cfg.runtime)
+        ramp = self.alpha_ramp(self.step)
+        sums: dict[str, float] = {}
+        for batch in self.micro_batches():
+            with autocast:
+                out = self.step_fn(batch, alpha_ramp=ramp, step=self.step)
+            loss = out.loss / accum
+            if not torch.isfinite(loss):
+                terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
+                raise TrialDiverged(
+                    f"diverged at step {self.step + 1}: loss {float(loss)} ({terms})"
+                )
+            loss.backward()
+            for k, v in {"loss": out.loss, **out.terms}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / accum
+            for k, v in out.logs.items():
+                sums[k] = sums.get(k, 0.0) + v / accum
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.pretrainer.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        sums["lr"] = self.scheduler.get_last_lr()[0]
+        sums["alpha_ramp"] = ramp
+        return sums
+
+    def evaluate(self, split: ImageTextSplit) -> RetrievalResult:
+        ids, mask = self.bench.tokenize(split.captions)
+        return evaluate_retrieval(
+            self.pretrainer, split.load_images, split.num_images, ids, mask, split.caption_image,
+            rerank_k=self.cfg.eval.rerank_k, batch_size=self.cfg.eval.batch_size,
+            device=self.device,
+        )
+
+    def record(self, metrics: dict[str, float], step: int) -> None:
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append((step, float(v)))
+        if self.logger is not None:
+            self.logger.log_metrics(metrics, step)
+
+    def run(self) -> TrainOutcome:
+        self.try_resume()
+        total = self.cfg.schedule.steps
+        rt = self.cfg.runtime
+        samples = self.cfg.data.batch_size * self.cfg.optim.accumulation_steps
+        window_start, window_steps = time.perf_counter(), 0
+        self.pretrainer.train()
+        while self.step < total:
+            logs = self.train_step()
+            window_steps += 1
+            if self.step % rt.log_every == 0 or self.step == total:
+                elapsed = time.perf_counter() - window_start
+                logs["samples_per_s"] = samples * window_steps / max(elapsed, 1e-9)
+                self.record(logs, self.step)
+                window_start, window_steps = time.perf_counter(), 0
+                if self.progress:
+                    self.progress(Progress(self.step, total, logs))
+            every = self.cfg.eval.every_steps
+            if every and self.step % every == 0 and self.step < total:
+                val = self.evaluate(self.bench.val)
+                self.record({f"val_{k}": v for k, v in val.metrics.items()}, self.step)
+                self.pretrainer.train()
+            if self.step % rt.checkpoint_every == 0 or self.step == total:
+                self.save()
+        split = self.bench.test if self.cfg.eval.split == "test" else self.bench.val
+        result = self.evaluate(split)
+        self.record(result.metrics, self.step)
+        final = {**result.metrics, **_final_losses(self.history)}
+        if self.progress:
+            self.progress(Progress(self.step, total, final))
+        return TrainOutcome(final, result.protocol, self.step, self.history)
+
+
+def _final_losses(history: dict[str, list[tuple[int, float]]]) -> dict[str, float]:
+    """The last logged value of each loss term, as ``final_<name>``."""
+    return {
+        f"final_{k}": v[-1][1]
+        for k, v in history.items()
+        if k.startswith("loss") and v and math.isfinite(v[-1][1])
+    }
+
+
+def train(
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    checkpoint_dir: Path | None = None,
+    logger: Logger | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    benchmark: Benchmark | None = None,
+) -> TrainOutcome:
+    """Train ``cfg`` with ``seed`` to the end, resuming from ``checkpoint_dir`` if it holds one."""
+    return Trainer(
+        cfg, seed, checkpoint_dir=checkpoint_dir, logger=logger, progress=progress,
+        benchmark=benchmark,
+    ).run()
+

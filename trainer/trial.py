@@ -1,0 +1,100 @@
+"""The trial entry point the service calls: a TrainConfig and a seed in, metrics and the MLflow
+run out. Idempotent: a trial whose run already FINISHED returns its recorded result; one that was
+interrupted resumes from its checkpoint inside its own MLflow run."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from trainer.config import TrainConfig
+from trainer.loop import Progress, TrialDiverged, train
+from trainer.tracking import TrialRun, git_commit
+
+TrialProgress = Progress
+__all__ = [
+    "TrialDiverged", "TrialProgress", "TrialResult", "code_fingerprint", "run_trial", "trial_key",
+]
+
+
+@cache
+def code_fingerprint() -> str:
+    """Hash of the trainer's source: a code change gives every trial a new key."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def trial_key(config: TrainConfig, seed: int) -> str:
+    """hash(resolved config + seed + trainer code fingerprint): what makes two trials the same."""
+    payload = f"{config.canonical_json()}|seed={seed}|code={code_fingerprint()}"
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@dataclass
+class TrialResult:
+    metrics: dict[str, float]
+    mlflow_run_id: str
+    steps: int
+    protocol: str
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def run_trial(
+    config: TrainConfig,
+    seed: int,
+    *,
+    tracking_uri: str,
+    checkpoint_dir: str | Path,
+    experiment_id: str | None = None,
+    experiment_name: str | None = None,
+    trial_key: str | None = None,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    parent_run_id: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> TrialResult:
+    """Train one trial inside its MLflow run; the run ends FINISHED or FAILED, never RUNNING."""
+    key = trial_key or globals()["trial_key"](config, seed)
+    all_tags = {
+        "config_hash": config.config_hash(),
+        "code_fingerprint": code_fingerprint(),
+        "seed": str(seed),
+        **({"git_commit": c} if (c := git_commit()) else {}),
+        **(tags or {}),
+    }
+    run = TrialRun(
+        tracking_uri, trial_key=key, experiment_id=experiment_id,
+        experiment_name=experiment_name, run_name=run_name, tags=all_tags,
+        parent_run_id=parent_run_id,
+    )
+    done = run.finished_metrics()
+    if done is not None:
+        return TrialResult(
+            done["metrics"], run.run_id or "", done["steps"], done["protocol"],
+            {k: [tuple(p) for p in v] for k, v in done.get("history", {}).items()},
+        )
+    run.open(config.flat())
+    ok = False
+    try:
+        run.log_json("config.json", config.model_dump(mode="json"))
+        outcome = train(
+            config, seed, checkpoint_dir=Path(checkpoint_dir), logger=run, progress=progress
+        )
+        run.set_tags({"protocol": outcome.protocol})
+        run.log_json(
+            "final_metrics.json",
+            {"metrics": outcome.metrics, "protocol": outcome.protocol, "steps": outcome.steps,
+             "history": outcome.history},
+        )
+        ok = True
+        return TrialResult(outcome.metrics, run.run_id or "", outcome.steps, outcome.protocol,
+                           outcome.history)
+    finally:
+        run.close(ok)
