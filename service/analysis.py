@@ -480,8 +480,9 @@ def _pair_stats(
     n_seeds = values.shape[1]
     ia = np.array([a for a, _ in pairs], dtype=int)
     ib = np.array([b for _, b in pairs], dtype=int)
-    A = np.moveaxis(values[ia], 1, 2).reshape(-1, n_seeds)
-    B = np.moveaxis(values[ib], 1, 2).reshape(-1, n_seeds)
+    rows_total = len(pairs) * values.shape[2]
+    A = np.moveaxis(values[ia], 1, 2).reshape(rows_total, n_seeds)
+    B = np.moveaxis(values[ib], 1, 2).reshape(rows_total, n_seeds)
     ma, mb = ~np.isnan(A), ~np.isnan(B)
     n_a, mean_a, _ = _nan_mean_std(A, axis=1)
     n_b, mean_b, _ = _nan_mean_std(B, axis=1)
@@ -749,7 +750,9 @@ def _fit_factorial(df, cols: list[str], kinds: dict[str, bool]):
     import statsmodels.formula.api as smf
 
     for order in range(min(len(cols), 3), 0, -1):
-        model = smf.ols(f"y ~ {_term_formulas(cols, kinds, order)}", data=df).fit()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank deficiency is checked just below
+            model = smf.ols(f"y ~ {_term_formulas(cols, kinds, order)}", data=df).fit()
         exog = model.model.exog
         if model.df_resid > 0 and np.linalg.matrix_rank(exog) == exog.shape[1]:
             return model, order
