@@ -1,0 +1,87 @@
+"""TrainConfig: presets, strictness (errors name the field), overrides, canonical hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.config import PRESETS, ConfigError, build_config, load_config
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds(name: str) -> None:
+    cfg = build_config(name)
+    assert cfg.preset == name
+    assert cfg.enabled_objectives() == ["itc", "itm", "mlm"]
+
+
+def test_base_is_albefs_setup() -> None:
+    c = build_config("base")
+    assert (c.data.image_size, c.model.vision.patch_size, c.model.vision.hidden_size) == (256, 16, 768)
+    assert (c.model.text.num_text_layers, c.model.text.num_fusion_layers) == (6, 6)
+    assert c.model.embed_dim == 256 and c.model.momentum == 0.995
+    itc = c.objectives.itc
+    assert (itc.queue_size, itc.alpha, itc.temp, itc.temp_min, itc.temp_max) == (
+        65536, 0.4, 0.07, 0.001, 0.5)
+    assert itc.learnable_temp and c.objectives.itm.hard_negatives
+    mlm = c.objectives.mlm
+    assert (mlm.mask_prob, mlm.mask_token_frac, mlm.random_token_frac) == (0.15, 0.8, 0.1)
+    assert c.data.max_text_len == 30
+    assert (c.optim.lr, c.optim.weight_decay) == (1e-4, 0.02)
+    assert c.schedule.alpha_ramp_steps is None  # one epoch
+
+
+@pytest.mark.parametrize(
+    ("dotted", "field"),
+    [
+        ({"objectives.itc.wieght": 1.0}, "objectives.itc.wieght"),
+        ({"optim.lr": -1}, "optim.lr"),
+        ({"schedule.steps": "many"}, "schedule.steps"),
+        ({"model.vision.hidden_size": 65}, "model.vision.hidden_size"),
+        ({"objectives.itc.temp": 0.9}, "objectives.itc.temp"),
+        ({"data.dataset": "imagenet"}, "data.dataset"),
+        ({"nonsense.key": 1}, "nonsense"),
+        ({"objectives.itc.enabled": False, "objectives.itm.enabled": False,
+          "objectives.mlm.enabled": False}, "objectives"),
+    ],
+)
+def test_bad_values_name_the_field(dotted: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config("tiny", dotted=dotted)
+    assert err.value.field == field
+    assert err.value.reason
+
+
+def test_unknown_preset_is_named() -> None:
+    with pytest.raises(ConfigError, match="preset"):
+        build_config("huge")
+
+
+def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
+    cfg = load_config("tiny", ["schedule.steps=7", "objectives.itc.enabled=false",
+                               "optim.betas=[0.8, 0.9]", "data.caption_noise=0.25"])
+    assert cfg.schedule.steps == 7 and not cfg.objectives.itc.enabled
+    assert cfg.optim.betas == (0.8, 0.9) and cfg.data.caption_noise == 0.25
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config("tiny", ["schedule.steps"])
+
+
+def test_yaml_file_with_preset_and_set(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: tiny\nschedule: {steps: 11}\nobjectives: {mlm: {enabled: false}}\n")
+    cfg = load_config(str(path), ["schedule.warmup_steps=2"])
+    assert (cfg.schedule.steps, cfg.schedule.warmup_steps) == (11, 2)
+    assert cfg.enabled_objectives() == ["itc", "itm"]
+    with pytest.raises(ConfigError, match="neither a preset"):
+        load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_canonical_hash_is_stable_and_ignores_result_neutral_fields() -> None:
+    a = build_config("tiny")
+    assert a.config_hash() == build_config("tiny").config_hash()
+    assert a.config_hash() == build_config(
+        "tiny", dotted={"runtime.output_dir": "elsewhere", "runtime.log_every": 3}
+    ).config_hash()
+    assert a.config_hash() != build_config("tiny", dotted={"optim.lr": 1e-3}).config_hash()
+    assert a.flat()["objectives.itc.enabled"] is True
