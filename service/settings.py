@@ -1,0 +1,94 @@
+"""Every knob of the service, from ``ABLATE_*`` environment variables (pydantic-settings).
+
+One machine needs no configuration at all: the defaults point at the embedded stack that
+``ablate serve`` starts (SQLite under the data dir, MLflow on :5000, Ray's dashboard on :8265).
+A cluster deployment changes URLs only: a PostgreSQL ``db_url``, a remote MLflow server, a Ray
+cluster's dashboard address.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; relative paths are resolved against the working directory once, so the
+    Ray job (which runs elsewhere) gets absolute ones."""
+
+    model_config = SettingsConfigDict(env_prefix="ABLATE_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".ablate"), description="SQLite store, checkpoints, MLflow and Ray files"
+    )
+    db_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, description="controller (REST API) port")
+    mlflow_port: int = 5000
+    ray_dashboard_port: int = 8265
+    ray_gcs_port: int = 0
+    """GCS port of the Ray head ``ablate serve`` starts; 0 picks a free one."""
+
+    mlflow_tracking_uri: str = Field(default="", description="default http://host:mlflow_port")
+    mlflow_ui_url: str = Field(default="", description="base of run links; default tracking URI")
+    ray_address: str = Field(default="", description="Ray dashboard URL the Jobs API talks to")
+    controller_url: str = Field(default="", description="what the CLI talks to")
+
+    max_variants: int = Field(default=64, ge=1, description="an expansion past this is rejected")
+    max_trials: int = Field(default=256, ge=1, description="variants x seeds past this: rejected")
+    max_retries: int = Field(default=2, ge=0, description="retries of a recoverable failure")
+    max_job_resubmits: int = Field(
+        default=3, ge=0, description="times the reconciler resubmits a lost job"
+    )
+    reconcile_interval_s: float = Field(
+        default=15.0, ge=0.0, description="period of the background reconciler; 0 = startup only"
+    )
+    auth_token: SecretStr | None = Field(
+        default=None, description="when set, requests need 'Authorization: Bearer <token>'"
+    )
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if not self.db_url:
+            self.db_url = f"sqlite:///{self.data_dir / 'ablate.db'}"
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"http://{self.host}:{self.mlflow_port}"
+        if not self.mlflow_ui_url:
+            uri = self.mlflow_tracking_uri
+            self.mlflow_ui_url = uri if uri.startswith("http") else ""
+        if not self.ray_address:
+            self.ray_address = f"http://{self.host}:{self.ray_dashboard_port}"
+        if not self.controller_url:
+            self.controller_url = f"http://{self.host}:{self.port}"
+        return self
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.data_dir / "checkpoints"
+
+    def env(self) -> dict[str, str]:
+        """These settings as ``ABLATE_*`` variables (for subprocesses and the Ray job)."""
+        out = {
+            "ABLATE_DATA_DIR": str(self.data_dir),
+            "ABLATE_DB_URL": self.db_url,
+            "ABLATE_HOST": self.host,
+            "ABLATE_PORT": str(self.port),
+            "ABLATE_MLFLOW_PORT": str(self.mlflow_port),
+            "ABLATE_RAY_DASHBOARD_PORT": str(self.ray_dashboard_port),
+            "ABLATE_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
+            "ABLATE_MLFLOW_UI_URL": self.mlflow_ui_url,
+            "ABLATE_RAY_ADDRESS": self.ray_address,
+            "ABLATE_CONTROLLER_URL": self.controller_url,
+            "ABLATE_MAX_VARIANTS": str(self.max_variants),
+            "ABLATE_MAX_TRIALS": str(self.max_trials),
+            "ABLATE_MAX_RETRIES": str(self.max_retries),
+            "ABLATE_MAX_JOB_RESUBMITS": str(self.max_job_resubmits),
+            "ABLATE_RECONCILE_INTERVAL_S": str(self.reconcile_interval_s),
+        }
+        if self.auth_token is not None:
+            out["ABLATE_AUTH_TOKEN"] = self.auth_token.get_secret_value()
+        return out
