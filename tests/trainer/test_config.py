@@ -18,7 +18,8 @@ def test_every_preset_builds(name: str) -> None:
 
 def test_base_is_albefs_setup() -> None:
     c = build_config("base")
-    assert (c.data.image_size, c.model.vision.patch_size, c.model.vision.hidden_size) == (256, 16, 768)
+    vision = c.model.vision
+    assert (c.data.image_size, vision.patch_size, vision.hidden_size) == (256, 16, 768)
     assert (c.model.text.num_text_layers, c.model.text.num_fusion_layers) == (6, 6)
     assert c.model.embed_dim == 256 and c.model.momentum == 0.995
     itc = c.objectives.itc
