@@ -518,11 +518,12 @@ def _paired_group(
         ci = res.confidence_interval(conf)
         d = a - b
         dz = d.mean(axis=1) / d.std(axis=1, ddof=1)
-    se = np.sqrt(1.0 / n + dz**2 / (2 * n))
+        se = np.sqrt(1.0 / n + dz**2 / (2 * n))
+        dz_lo, dz_hi = dz - z * se, dz + z * se
     out.test[rows] = 1
     out.stat[rows], out.p[rows], out.df[rows] = res.statistic, res.pvalue, res.df
     out.lo[rows], out.hi[rows] = ci.low, ci.high
-    out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = dz, dz - z * se, dz + z * se
+    out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = dz, dz_lo, dz_hi
     if boot is not None:
         out.lo[rows], out.hi[rows] = boot.interval((d,), conf)
 
@@ -547,11 +548,12 @@ def _welch_group(
         # exact small-sample correction J(df) = G(df/2) / (sqrt(df/2) G((df-1)/2))
         j = math.exp(special.gammaln(dfp / 2) - special.gammaln((dfp - 1) / 2)) / math.sqrt(dfp / 2)
         g = j * (a.mean(axis=1) - b.mean(axis=1)) / sp
-    se = np.sqrt((n1 + n2) / (n1 * n2) + g**2 / (2 * (n1 + n2)))
+        se = np.sqrt((n1 + n2) / (n1 * n2) + g**2 / (2 * (n1 + n2)))
+        g_lo, g_hi = g - z * se, g + z * se
     out.test[rows] = 2
     out.stat[rows], out.p[rows], out.df[rows] = res.statistic, res.pvalue, res.df
     out.lo[rows], out.hi[rows] = ci.low, ci.high
-    out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = g, g - z * se, g + z * se
+    out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = g, g_lo, g_hi
     if boot is not None:
         out.lo[rows], out.hi[rows] = boot.interval((a, b), conf)
 
