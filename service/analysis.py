@@ -826,31 +826,31 @@ def _factorial_frame(view, table, mi, usable, cols, levels, two_level):
 
 
 def _effects_from_model(metric, model, anova, name_of, levels, two_level, conf):
-    """FactorEffect rows from a fitted model and its ANOVA table."""
-    ss_res = float(anova.loc["Residual", "sum_sq"])
-    df_res = float(anova.loc["Residual", "df"])
-    ci_all = model.conf_int(alpha=1 - conf)
+    """FactorEffect rows from a fitted model and its ANOVA table (plain dicts: fast)."""
+    table = anova.to_dict("index")
+    resid = table.pop("Residual")
+    ss_res, df_res = float(resid["sum_sq"]), float(resid["df"])
+    params = model.params.to_dict()
+    bounds = model.conf_int(alpha=1 - conf).to_dict("index")
     out: list[FactorEffect] = []
-    for term in anova.index:
-        if term == "Residual":
-            continue
+    for term, row in table.items():
         cols = re.findall(r"f\d+", term)
         names = [name_of[c] for c in cols]
-        ss = float(anova.loc[term, "sum_sq"])
+        ss = float(row["sum_sq"])
         eff = FactorEffect(
             metric=metric,
             term=" x ".join(names),
             factors=names,
             kind="main" if len(cols) == 1 else "interaction",
-            F=_f(anova.loc[term, "F"]),
-            df_num=_f(anova.loc[term, "df"]),
+            F=_f(row["F"]),
+            df_num=_f(row["df"]),
             df_den=df_res,
-            p=_f(anova.loc[term, "PR(>F)"]),
+            p=_f(row["PR(>F)"]),
             partial_eta_sq=_f(ss / (ss + ss_res)) if ss + ss_res > 0 else None,
         )
-        if all(two_level[c] for c in cols) and term in model.params.index:
-            eff.estimate = _f(model.params[term])
-            lo, hi = ci_all.loc[term]
+        if all(two_level[c] for c in cols) and term in params:
+            lo, hi = bounds[term].values()
+            eff.estimate = _f(params[term])
             eff.ci = Interval(low=float(lo), high=float(hi), level=conf, method="ols_t")
             eff.contrast = _contrast_text(names, levels)
         else:

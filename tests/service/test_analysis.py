@@ -405,3 +405,38 @@ def test_analysis_is_json_serialisable_and_round_trips() -> None:
     text = json.dumps(dumped, allow_nan=False)
     again = Analysis.model_validate(json.loads(text))
     assert again == a
+
+
+def test_factorial_multilevel_factor_reports_f_test_only() -> None:
+    rng = np.random.default_rng(0)
+    data, levels = {}, {}
+    for a_level in "xyz":
+        for b_level in ("off", "on"):
+            name = f"A={a_level},B={b_level}"
+            mu = 50 + 2 * (a_level == "z") + 1 * (b_level == "on")
+            data[name] = {"acc": (mu + rng.normal(0, 0.3, 3)).tolist()}
+            levels[name] = {"A": a_level, "B": b_level}
+    a = analyze(make_view(data, design="factorial", factor_levels=levels, primary="acc"))
+    eff = {e.term: e for e in a.factor_effects}
+    assert eff["A"].df_num == 2 and eff["A"].estimate is None and eff["A"].p < 0.001
+    assert "multi-level" in eff["A"].note
+    assert eff["B"].ci.low < 1.0 < eff["B"].ci.high
+
+
+def test_leave_one_out_removal_hurts() -> None:
+    rng = np.random.default_rng(8)
+    data = planted(rng, {"full": 70.0, "w/o ITC": 66.0, "w/o MLM": 69.9}, sd=0.3)
+    a = analyze(make_view(data, design="leave_one_out"))
+    assert a.variant("w/o ITC").vs_baseline["mean_recall"].verdict == "worse"
+    assert a.variant("full").is_baseline and a.variant("full").vs_baseline == {}
+
+
+def test_missing_metric_in_a_finished_trial_is_counted() -> None:
+    extra = [TrialRecord(variant="b", seed=9, status="finished", metrics={"mean_recall": 71.0})]
+    view = make_view(
+        {"a": {"mean_recall": [70.0, 71.0], "t2i_r1": [50.0, 51.0]}, "b": {"mean_recall": [72.0]}},
+        extra=extra,
+    )
+    view.metrics = ["mean_recall", "t2i_r1"]
+    cell = analyze(view).variant("b").cells["t2i_r1"]
+    assert cell.n == 0 and cell.n_missing == 2 and cell.mean is None
