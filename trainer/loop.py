@@ -239,10 +239,10 @@ class Trainer:
             if not torch.isfinite(loss):
                 terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
                 raise TrialDiverged(
-                    f"diverged at step {self.step + 1}: loss {float(loss)} ({terms})"
+                    f"diverged at step {self.step + 1}: loss {float(loss.detach())} ({terms})"
                 )
             loss.backward()
-            for k, v in {"loss": out.loss, **out.terms}.items():
+            for k, v in {"loss": out.loss.detach(), **out.terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
             for k, v in out.logs.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
