@@ -68,9 +68,11 @@ def render(
     in image order, so the first k images do not depend on how many follow.
     """
     n = len(scenes)
+    # Two sub-streams, each consumed in image order, keep the first k images independent of n.
+    jitter_rng = np.random.default_rng(int(rng.integers(2**62)))
     shade = rng.integers(0, BACKGROUND_MAX + 1, size=n).astype(np.float32)
     counts = np.array([len(s) for s in scenes], dtype=np.int64)
-    jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=(int(counts.sum()), 3))
+    jitter = jitter_rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=(int(counts.sum()), 3))
     images = np.empty((n, 3, size, size), dtype=np.uint8)
     labels = np.zeros((n, 2, size, size), dtype=np.uint8)
     rows = [(i, k, o) for i, s in enumerate(scenes) for k, o in enumerate(s)]

@@ -106,9 +106,9 @@ def _radius(rng: Draws, size: int) -> float:
 def _place(rng: Draws, placed: list[Obj], obj: Obj, tries: int = 40) -> Obj | None:
     e = obj.r * EXTENT
     for _ in range(tries):
-        cand = replace(obj, x=rng.uniform(e, 1 - e), y=rng.uniform(e, 1 - e))
-        if fits([*placed, cand]):
-            return cand
+        x, y = rng.uniform(e, 1 - e), rng.uniform(e, 1 - e)
+        if all(math.hypot(x - b.x, y - b.y) >= (obj.r + b.r) * EXTENT + GAP for b in placed):
+            return replace(obj, x=x, y=y)
     return None
 
 

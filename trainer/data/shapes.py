@@ -33,7 +33,7 @@ from trainer.data.render import render
 from trainer.data.scenes import Obj, Scene, sample_scene, sample_variant
 from trainer.data.types import ImageTextSplit, TensorImages
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bump when generation changes, so old cache files are not reused."""
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 PAIR_PROB = 0.35
