@@ -984,7 +984,8 @@ def _global_notes(conf, correction, ci_method, boot, design, directions, guessed
         "otherwise Welch t-test.",
         f"p values corrected with {correction} within each metric across variants; "
         "verdicts use corrected p; delta intervals are not adjusted.",
-        f"Effect sizes: Cohen's d_z (paired) or Hedges' g (Welch); CI by {EFFECT_SIZE_CI_METHOD}.",
+        "Effect sizes: Cohen's d_z (paired) or Hedges' g (Welch), signed like delta; "
+        f"CI by {EFFECT_SIZE_CI_METHOD}.",
     ]
     if design == "add_one_in":
         notes.append(

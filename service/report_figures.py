@@ -17,12 +17,14 @@ BASE_COLOR, VARIANT_COLOR, BEST_EDGE = "#9e9e9e", "#4c78a8", "#d62728"
 MAX_LEGEND = 12
 
 
-def _new_figure(width: float, height: float):
-    """Figure bound to an Agg canvas."""
+def _new_figure(width: float, height: float, many: bool = False):
+    """Figure bound to an Agg canvas; fixed margins for big figures (layout engines are slow)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=100, layout=None if many else "constrained")
+    if many:
+        fig.subplots_adjust(left=0.06, right=0.98, top=0.96, bottom=0.08, hspace=0.9)
     FigureCanvasAgg(fig)
     return fig
 
@@ -62,18 +64,19 @@ def draw_bars(ax, a: Analysis, metric: str) -> None:
         capsize=3,
         linewidth=1,
     )
-    pts = []
+    px, pts = [], []
     for i, c in enumerate(cells):
         if c and c.values:
             k = len(c.values)
-            jitter = np.linspace(-0.2, 0.2, k) if k > 1 else np.zeros(1)
-            ax.scatter(i + jitter, c.values, s=10, color="black", zorder=3)
+            px.extend(i + (np.linspace(-0.2, 0.2, k) if k > 1 else np.zeros(1)))
             pts.extend(c.values)
+    ax.scatter(px, pts, s=10 if len(names) <= 30 else 4, color="black", zorder=3)  # one artist
     _zoom(ax, [*means[np.isfinite(means)], *lo[ok], *hi[ok], *pts])
     arrow = "↑" if a.directions.get(metric) == "higher" else "↓"
     ax.set_title(f"{metric} {arrow}", fontsize=10)
     ax.set_ylabel("y axis not from 0", fontsize=7, color="#777")
-    ax.set_xticks(x, names, rotation=45 if len(names) <= 12 else 90, ha="right", fontsize=8)
+    small = len(names) <= 12
+    ax.set_xticks(x, names, rotation=45 if small else 90, ha="right", fontsize=8 if small else 5)
 
 
 def _zoom(ax, values: list[float]) -> None:
@@ -112,7 +115,7 @@ def bars_figure(a: Analysis):
     """One panel per metric."""
     ncols, width = _bar_geometry(len(a.variants), len(a.metrics))
     nrows = math.ceil(len(a.metrics) / ncols)
-    fig = _new_figure(width * ncols, 3.4 * nrows)
+    fig = _new_figure(width * ncols, 3.4 * nrows, many=len(a.variants) > 30)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, metric in zip(axes, a.metrics, strict=False):
         draw_bars(ax, a, metric)
@@ -133,7 +136,7 @@ def summary_figure(a: Analysis):
     ncols, width = _bar_geometry(len(a.variants), len(a.metrics))
     panels = len(a.metrics) + (1 if a.curves else 0)
     nrows = math.ceil(panels / ncols)
-    fig = _new_figure(width * ncols, 3.4 * nrows)
+    fig = _new_figure(width * ncols, 3.4 * nrows, many=len(a.variants) > 30)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, metric in zip(axes, a.metrics, strict=False):
         draw_bars(ax, a, metric)
