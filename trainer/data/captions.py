@@ -138,10 +138,10 @@ def sample_form(rng: Draws, scene: Scene) -> Form:
     """A meaning that is clearly true of ``scene`` (by construction)."""
     n = len(scene)
     if n == 1:
-        kind = rng.weighted(["single", "located", "count"], [0.35, 0.35, 0.3])
+        kind = rng.weighted(["single", "located", "count"], [0.2, 0.45, 0.35])
     else:
         kind = rng.weighted(["rel", "and", "count", "single", "located"],
-                           [0.4, 0.2, 0.2, 0.1, 0.1])
+                           [0.45, 0.2, 0.2, 0.05, 0.1])
     order = [scene[i] for i in rng.permutation(n)]
     if kind == "rel":
         for a, b in itertools.permutations(order, 2):

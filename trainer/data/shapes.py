@@ -33,7 +33,7 @@ from trainer.data.render import render
 from trainer.data.scenes import Obj, Scene, sample_scene, sample_variant
 from trainer.data.types import ImageTextSplit, TensorImages
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when generation changes, so old cache files are not reused."""
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 PAIR_PROB = 0.35
@@ -241,8 +241,8 @@ def load_shapes(cfg: DataConfig, use_cache: bool = True) -> dict[str, ImageTextS
     if use_cache and path.exists():
         try:
             raw = load(path)
-        except (OSError, KeyError, ValueError):
-            raw = None  # unreadable or from an incompatible writer: regenerate
+        except Exception:  # unreadable, truncated or from another writer: regenerate
+            raw = None
     if raw is None:
         raw = generate(cfg)
         if use_cache:
