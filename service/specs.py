@@ -230,6 +230,11 @@ class AblationSpec(_Strict):
         return self
 
 
+def spec_to_json(spec: AblationSpec) -> dict[str, Any]:
+    """The spec as stored: only what was given (defaults come back on validation), JSON types."""
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
 def parse_spec(data: dict[str, Any] | str | bytes) -> AblationSpec:
     """A spec from a mapping or YAML/JSON text; raises SpecError naming each bad field."""
     if isinstance(data, bytes | str):

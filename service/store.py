@@ -450,15 +450,12 @@ class Store:
             exp.mlflow_experiment_id = experiment_id
             exp.mlflow_parent_run_id = parent_run_id
 
-    def next_job_submission(self, exp_id: str) -> str:
-        """Record and return the id of a new job submission: ``<id>``, then ``<id>-r<N>``."""
+    def record_job_submission(self, exp_id: str, submission_id: str) -> None:
+        """A job was submitted for the experiment (the next one is ``<id>-r<count>``)."""
         with self.session() as s:
             exp = self._exp(s, exp_id)
-            n = exp.job_submissions
-            sid = exp_id if n == 0 else f"{exp_id}-r{n}"
-            exp.job_submissions = n + 1
-            exp.job_submission_id = sid
-            return sid
+            exp.job_submissions += 1
+            exp.job_submission_id = submission_id
 
     def mark_cancel_requested(self, exp_id: str) -> None:
         with self.session() as s:
@@ -552,10 +549,13 @@ class Store:
             t.finished_at = _now()
             return True
 
-    def mark_retrying(self, trial_id: int, error: str) -> bool:
+    def mark_retrying(self, trial_id: int, error: str, *, only_if_running: bool = False) -> bool:
+        """A recoverable failure; ``only_if_running`` keeps a message the worker wrote itself."""
         with self.session() as s:
             t = self._trial(s, trial_id)
             if t.state not in ACTIVE_STATES:
+                return False
+            if only_if_running and t.state != TrialState.RUNNING:
                 return False
             t.state = TrialState.RETRYING
             t.error = error

@@ -1,0 +1,275 @@
+"""The controller's side of Ray: submit an experiment as a Ray Job, cancel it, reconcile.
+
+One Ray Job per experiment runs ``service.supervisor`` (a Ray Tune run over the experiment's
+runnable trials). The job lives in Ray, not in the controller, so killing the controller does not
+stop training; on restart :meth:`Executor.reconcile` compares the store with Ray's jobs and with
+MLflow and resubmits whatever lost its job. Submission ids are ``<experiment id>`` and then
+``<experiment id>-r<N>``, so submitting is idempotent: a live job is never submitted twice.
+
+The MLflow experiment (and a parent run) is created here, before any trial starts, because
+concurrent first writes to a fresh SQLite-backed MLflow store race.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from ray.job_submission import JobStatus, JobSubmissionClient
+
+from service.settings import Settings
+from service.store import ExperimentView, Store
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENT_TAG = "ablate.experiment_id"
+ROLE_TAG = "ablate.role"
+
+
+class RayUnavailable(RuntimeError):
+    """Ray's dashboard (the Jobs API) cannot be reached; nothing was submitted or stopped."""
+
+
+def mlflow_experiment_name(exp: ExperimentView) -> str:
+    return f"{exp.name} [{exp.id}]"
+
+
+class Executor:
+    """Submits, cancels and reconciles experiments; safe to call from several threads."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.mlflow = MlflowClient(settings.mlflow_tracking_uri)
+        self._jobs: JobSubmissionClient | None = None
+        self._lock = threading.RLock()
+
+    # ---- Ray Jobs ---------------------------------------------------------------------------
+    @property
+    def jobs(self) -> JobSubmissionClient:
+        if self._jobs is None:
+            try:
+                self._jobs = JobSubmissionClient(self.settings.ray_address)
+            except Exception as err:  # the client checks the dashboard on construction
+                raise RayUnavailable(f"{self.settings.ray_address}: {err}") from err
+        return self._jobs
+
+    def job_status(self, submission_id: str) -> JobStatus | None:
+        """The job's status; None when Ray has no such job (lost with a restarted head)."""
+        try:
+            return self.jobs.get_job_status(submission_id)
+        except RayUnavailable:
+            raise
+        except Exception as err:
+            text = str(err).lower()
+            if "does not exist" in text or "404" in text or "not found" in text:
+                return None
+            raise RayUnavailable(str(err)) from err
+
+    def _entrypoint(self, exp_id: str) -> str:
+        return f"{shlex.quote(sys.executable)} -m service.supervisor --experiment {exp_id}"
+
+    def _runtime_env(self) -> dict[str, object]:
+        env = self.settings.env()
+        env["PYTHONPATH"] = str(PROJECT_ROOT)
+        env["PYTHONUNBUFFERED"] = "1"
+        return {"env_vars": env}
+
+    # ---- MLflow -----------------------------------------------------------------------------
+    def prepare_mlflow(self, exp: ExperimentView) -> tuple[str, str | None]:
+        """The experiment's MLflow experiment and parent run, created once, before any trial."""
+        if exp.mlflow_experiment_id:
+            if exp.mlflow_parent_run_id:  # a retry re-opens a parent ended by an earlier job
+                run = self.mlflow.get_run(exp.mlflow_parent_run_id)
+                if run.info.status != "RUNNING":
+                    self.mlflow.update_run(exp.mlflow_parent_run_id, status="RUNNING")
+            return exp.mlflow_experiment_id, exp.mlflow_parent_run_id
+        name = mlflow_experiment_name(exp)
+        found = self.mlflow.get_experiment_by_name(name)
+        if found is not None:
+            eid = found.experiment_id
+        else:
+            try:
+                eid = self.mlflow.create_experiment(name, tags={EXPERIMENT_TAG: exp.id})
+            except MlflowException:
+                found = self.mlflow.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                eid = found.experiment_id
+        parent = self.mlflow.create_run(
+            eid, run_name=f"{exp.name} (all trials)",
+            tags={EXPERIMENT_TAG: exp.id, ROLE_TAG: "parent"},
+        ).info.run_id
+        self.store.set_mlflow(exp.id, eid, parent)
+        return eid, parent
+
+    def end_orphan_runs(self, exp: ExperimentView, status: str = "KILLED",
+                        include_parent: bool = False) -> int:
+        """End RUNNING MLflow runs of an experiment whose job is gone (nobody will end them)."""
+        if not exp.mlflow_experiment_id:
+            return 0
+        runs = self.mlflow.search_runs(
+            [exp.mlflow_experiment_id], filter_string="attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        n = 0
+        for run in runs:
+            if run.info.run_id == exp.mlflow_parent_run_id and not include_parent:
+                continue
+            self.mlflow.set_terminated(run.info.run_id, status=status)
+            n += 1
+        return n
+
+    def end_parent(self, exp: ExperimentView) -> None:
+        """End the parent run of an experiment with no active trials left."""
+        if not exp.mlflow_parent_run_id:
+            return
+        run = self.mlflow.get_run(exp.mlflow_parent_run_id)
+        if run.info.status == "RUNNING":
+            ok = exp.status == "finished"
+            self.mlflow.set_terminated(
+                exp.mlflow_parent_run_id,
+                status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED),
+            )
+
+    # ---- submit / cancel --------------------------------------------------------------------
+    def submit(self, exp_id: str) -> str | None:
+        """Make sure a job runs this experiment's runnable trials; returns its submission id.
+
+        No-op (returning the live job's id) while a job for it is pending or running; None when
+        nothing is left to run (everything cached or final) or the experiment was cancelled.
+        """
+        with self._lock:
+            exp = self.store.get_experiment(exp_id)
+            if exp.cancelled_at is not None or not self.store.runnable_trials(exp_id):
+                return None
+            if exp.job_submission_id:
+                status = self.job_status(exp.job_submission_id)
+                if status is not None and not status.is_terminal():
+                    return exp.job_submission_id
+            self.prepare_mlflow(exp)
+            n = exp.job_submissions
+            sid = exp_id if n == 0 else f"{exp_id}-r{n}"
+            try:
+                self.jobs.submit_job(
+                    entrypoint=self._entrypoint(exp_id),
+                    submission_id=sid,
+                    runtime_env=self._runtime_env(),
+                    metadata={"experiment_id": exp_id, "name": exp.name[:100]},
+                )
+            except RayUnavailable:
+                raise
+            except Exception as err:
+                if "already exists" not in str(err):
+                    raise RayUnavailable(str(err)) from err
+            self.store.record_job_submission(exp_id, sid)
+            log.info("submitted %s as Ray job %s", exp_id, sid)
+            return sid
+
+    def cancel(self, exp_id: str, wait_s: float = 30.0) -> int:
+        """Stop the experiment's job, mark its unfinished trials cancelled, end its MLflow runs."""
+        self.store.mark_cancel_requested(exp_id)
+        with self._lock:
+            exp = self.store.get_experiment(exp_id)
+            if exp.job_submission_id:
+                try:
+                    self.jobs.stop_job(exp.job_submission_id)
+                    deadline = time.monotonic() + wait_s
+                    while time.monotonic() < deadline:
+                        status = self.job_status(exp.job_submission_id)
+                        if status is None or status.is_terminal():
+                            break
+                        time.sleep(0.5)
+                except RayUnavailable:
+                    log.warning("cancel %s: Ray unreachable; the job may still run", exp_id)
+                except Exception as err:  # stopping a job that already ended
+                    log.info("stop_job %s: %s", exp.job_submission_id, err)
+            n = self.store.cancel_trials(exp_id)
+            exp = self.store.get_experiment(exp_id)
+            self.end_orphan_runs(exp, status="KILLED", include_parent=True)
+            return n
+
+    # ---- reconciliation ---------------------------------------------------------------------
+    def reconcile(self, *, full: bool = False) -> dict[str, str]:
+        """Resubmit experiments whose job is gone; end MLflow runs nobody will end.
+
+        For each experiment with pending/running/retrying trials: a live job -> nothing to do; a
+        cancel that was interrupted -> finish it; no live job -> end its orphaned RUNNING MLflow
+        runs (their trials resume them by trial key) and resubmit, at most ``max_job_resubmits``
+        times, after which the remaining trials fail. ``full`` also ends parent runs of
+        experiments that are done. Returns what was done, per experiment.
+        """
+        actions: dict[str, str] = {}
+        for exp_id in self.store.experiments_with_active_trials():
+            with self._lock:
+                exp = self.store.get_experiment(exp_id)
+                if exp.cancelled_at is not None:
+                    self.store.cancel_trials(exp_id)
+                    self.end_orphan_runs(exp, include_parent=True)
+                    actions[exp_id] = "cancelled"
+                    continue
+                if exp.job_submission_id:
+                    status = self.job_status(exp.job_submission_id)
+                    if status is not None and not status.is_terminal():
+                        actions[exp_id] = f"job {exp.job_submission_id} {status.value}"
+                        continue
+                ended = self.end_orphan_runs(exp, status="FAILED")
+                if exp.job_submissions > self.settings.max_job_resubmits:
+                    self.store.fail_active(
+                        exp_id, f"its Ray job was lost {exp.job_submissions} times; giving up"
+                    )
+                    self.end_parent(self.store.get_experiment(exp_id))
+                    actions[exp_id] = "failed: too many lost jobs"
+                    continue
+                sid = self.submit(exp_id)
+                actions[exp_id] = f"resubmitted as {sid} ({ended} orphaned runs ended)"
+                log.info("reconcile %s: %s", exp_id, actions[exp_id])
+        if full:
+            for exp in self.store.list_experiments(limit=500):
+                if exp.mlflow_parent_run_id and exp.status not in ("running", "pending"):
+                    try:
+                        self.end_parent(exp)
+                    except MlflowException as err:
+                        log.warning("end parent run of %s: %s", exp.id, err)
+        return actions
+
+
+class Reconciler:
+    """Runs :meth:`Executor.reconcile` at startup and then every ``interval_s`` in a thread."""
+
+    def __init__(self, executor: Executor, interval_s: float) -> None:
+        self.executor = executor
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
+        self.last: dict[str, str] | None = None
+        self.last_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        full = True
+        while not self._stop.is_set():
+            try:
+                self.last = self.executor.reconcile(full=full)
+                self.last_error = None
+                full = False
+            except Exception as err:  # Ray or MLflow not up yet: try again next period
+                self.last_error = f"{type(err).__name__}: {err}"
+                log.warning("reconcile failed: %s", self.last_error)
+            if self.interval_s <= 0 and self.last is not None:
+                return
+            self._stop.wait(self.interval_s if self.interval_s > 0 else 2.0)

@@ -1,0 +1,241 @@
+"""What runs inside the experiment's Ray Job: a Ray Tune run over its runnable trials.
+
+``python -m service.supervisor --experiment <id>`` (settings from ``ABLATE_*`` variables, which
+the controller passes in the job's runtime env). The store decides what runs (pending, retrying,
+and running trials an earlier, lost job left behind), never Tune's saved state: Tune's restore
+re-ran finished trials and duplicated MLflow runs. Each Tune trial calls
+``trainer.trial.run_trial``, which continues the trial's own MLflow run and newest checkpoint, so
+a retry or a resubmitted job resumes instead of starting over.
+
+Failures: ``TrialDiverged`` and config errors are final (``failed``); anything else, including
+the worker process dying, is retried by Tune (``FailureConfig.max_failures``) and the trial is
+``retrying`` in between; once retries are exhausted it is ``failed`` with the error stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+from service.specs import AblationSpec
+from service.store import ACTIVE_STATES, Store, TrialState
+
+log = logging.getLogger("service.supervisor")
+
+PROGRESS_EVERY_S = 0.5
+
+
+def trial_plan(store: Store, exp_id: str) -> dict[int, dict[str, Any]]:
+    """trial id -> what its worker needs (config, seed, names), for the runnable trials."""
+    exp = store.get_experiment(exp_id)
+    runnable = {t.id for t in store.runnable_trials(exp_id)}
+    plan = {}
+    for variant in exp.variants:
+        for t in variant.trials:
+            if t.id in runnable:
+                plan[t.id] = {
+                    "trial_id": t.id, "seed": t.seed, "variant": variant.name,
+                    "trial_key": t.trial_key, "config": variant.config,
+                }
+    return plan
+
+
+def throttled(fn: Callable[[Any], None], every_s: float) -> Callable[[Any], None]:
+    """Call ``fn`` at most every ``every_s`` seconds, but always for the last step."""
+    last = [0.0]
+
+    def call(p: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s or p.step >= p.total_steps:
+            last[0] = now
+            fn(p)
+
+    return call
+
+
+def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
+    """One attempt of one trial, in a Ray worker: store state around ``run_trial``."""
+    from trainer.config import ConfigError, TrainConfig
+    from trainer.trial import TrialDiverged, run_trial
+
+    settings = Settings()
+    store = Store(settings.db_url, run_migrations=False)
+    trial_id = trial["trial_id"]
+    try:
+        view = store.mark_running(trial_id, worker_pid=os.getpid(),
+                                  worker_node=socket.gethostname())
+        if view is None:  # cancelled or finished meanwhile
+            return {"skipped": 1.0}
+        try:
+            config = TrainConfig.model_validate(trial["config"])
+        except ValidationError as err:
+            store.mark_failed(trial_id, f"invalid config: {err}")
+            return {"failed": 1.0}
+        ckpt = settings.checkpoint_root / exp_ctx["experiment_id"] / trial["trial_key"]
+        report = throttled(
+            lambda p: store.update_progress(trial_id, p.step, p.total_steps, p.metrics),
+            PROGRESS_EVERY_S,
+        )
+        try:
+            result = run_trial(
+                config, trial["seed"],
+                tracking_uri=settings.mlflow_tracking_uri,
+                experiment_id=exp_ctx["mlflow_experiment_id"],
+                experiment_name=exp_ctx["mlflow_experiment_name"],
+                trial_key=trial["trial_key"],
+                run_name=f"{trial['variant']} seed={trial['seed']}",
+                tags={
+                    "ablate.experiment_id": exp_ctx["experiment_id"],
+                    "ablate.trial_id": str(trial_id),
+                    "variant": trial["variant"],
+                    "seed": str(trial["seed"]),
+                },
+                parent_run_id=exp_ctx["mlflow_parent_run_id"],
+                checkpoint_dir=ckpt,
+                progress=report,
+            )
+        except (TrialDiverged, ConfigError) as err:
+            store.mark_failed(trial_id, f"{type(err).__name__}: {err}")
+            return {"failed": 1.0}
+        except Exception as err:
+            msg = f"{type(err).__name__}: {err}"
+            if view.attempts > exp_ctx["max_retries"]:
+                store.mark_failed(trial_id, f"{msg} (gave up after {view.attempts} attempts)")
+                return {"failed": 1.0}
+            store.mark_retrying(trial_id, msg)
+            raise
+        store.mark_finished(
+            trial_id, metrics=result.metrics, mlflow_run_id=result.mlflow_run_id,
+            mlflow_experiment_id=exp_ctx["mlflow_experiment_id"], steps=result.steps,
+        )
+        return {k: float(v) for k, v in result.metrics.items()}
+    finally:
+        store.close()
+
+
+def _tune_trainable(config: dict[str, Any], plan: dict[int, dict[str, Any]],
+                    exp_ctx: dict[str, Any]) -> None:
+    from ray import tune
+
+    tune.report(run_one(plan[config["trial_id"]], exp_ctx))
+
+
+def _make_callback(db_url: str) -> Any:
+    from ray.tune import Callback
+
+    class StoreCallback(Callback):
+        """Records what only the driver sees: a worker that died (retry) or a final error.
+
+        Holds the URL, not a Store: Tune pickles its callbacks, and an engine does not pickle.
+        """
+
+        def __init__(self) -> None:
+            self.db_url = db_url
+            self._store: Store | None = None
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {"db_url": self.db_url, "_store": None}
+
+        @property
+        def store(self) -> Store:
+            if self._store is None:
+                self._store = Store(self.db_url, run_migrations=False)
+            return self._store
+
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.store.mark_retrying(
+                trial.config["trial_id"], f"worker failed: {_error_of(trial)}",
+                only_if_running=True,
+            )
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.store.mark_failed(
+                trial.config["trial_id"], f"retries exhausted: {_error_of(trial)}"
+            )
+
+    return StoreCallback()
+
+
+def _error_of(trial: Any) -> str:
+    for attr in ("error_msg", "error_message"):
+        msg = getattr(trial, attr, None)
+        if msg:
+            return str(msg).strip().splitlines()[-1][:500]
+    return "the worker process died"
+
+
+def supervise(exp_id: str, settings: Settings) -> int:
+    """Run every runnable trial of the experiment; returns a process exit code."""
+    import ray
+    from ray import tune
+
+    from service.execution import Executor, mlflow_experiment_name
+
+    store = Store(settings.db_url, run_migrations=False)
+    exp = store.get_experiment(exp_id)
+    spec = AblationSpec.model_validate(exp.spec)
+    plan = trial_plan(store, exp_id)
+    log.info("experiment %s: %d runnable trials", exp_id, len(plan))
+    if plan:
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
+        exp_ctx = {
+            "experiment_id": exp_id,
+            "mlflow_experiment_id": exp.mlflow_experiment_id,
+            "mlflow_experiment_name": mlflow_experiment_name(exp),
+            "mlflow_parent_run_id": exp.mlflow_parent_run_id,
+            "max_retries": settings.max_retries,
+        }
+        resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+        trainable = tune.with_resources(
+            tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources
+        )
+        sid = exp.job_submission_id or exp_id
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"trial_id": tune.grid_search(sorted(plan))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=spec.max_concurrent_trials,
+                reuse_actors=False,
+                trial_name_creator=lambda t: f"trial_{t.config['trial_id']}",
+                trial_dirname_creator=lambda t: f"trial_{t.config['trial_id']}",
+            ),
+            run_config=tune.RunConfig(
+                name=sid,
+                storage_path=str(settings.data_dir / "tune"),
+                failure_config=tune.FailureConfig(max_failures=settings.max_retries),
+                callbacks=[_make_callback(settings.db_url)],
+                verbose=1,
+            ),
+        )
+        tuner.fit()
+        for t in store.runnable_trials(exp_id):  # Tune gave up on it without telling us
+            if t.id in plan and t.state in ACTIVE_STATES:
+                store.mark_failed(t.id, t.error or "the trial ended without a result")
+    exp = store.get_experiment(exp_id)
+    if not any(t.state in ACTIVE_STATES for t in exp.trials):
+        Executor(settings, store).end_parent(exp)
+    failed = sum(t.state == TrialState.FAILED for t in exp.trials)
+    log.info("experiment %s: %s (%d failed)", exp_id, exp.status, failed)
+    store.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.supervisor", description=__doc__)
+    parser.add_argument("--experiment", required=True, help="experiment id in the store")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return supervise(args.experiment, Settings())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
