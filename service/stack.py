@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,6 +149,7 @@ class Stack:
         self.log_dir = settings.data_dir / "logs"
         # Ray's socket paths must stay short: a dedicated dir under the system temp dir.
         self.ray_temp_dir = ray_temp_dir
+        self._own_temp_dir = ray_temp_dir is None
         self.children: dict[str, Child] = {}
 
     # ---- parts ---------------------------------------------------------------------------
@@ -228,6 +230,9 @@ class Stack:
         if self.ray_temp_dir is not None:
             for proc in _processes_mentioning(str(self.ray_temp_dir)):
                 _kill_pid(proc, time.monotonic() + 5)
+            if self._own_temp_dir:
+                shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
+                self.ray_temp_dir = None
 
     def urls(self) -> dict[str, str]:
         s = self.settings

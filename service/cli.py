@@ -1,0 +1,273 @@
+"""``ablate serve | submit | status | watch | compare | demo`` (and ``train``, from the trainer).
+
+The CLI is a thin HTTP client of the controller (``--url`` / ``ABLATE_CONTROLLER_URL``), except
+``serve`` and ``demo``, which start the embedded stack on loopback and stop it cleanly on Ctrl-C
+or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from service.settings import Settings
+
+app = typer.Typer(
+    name="ablate", no_args_is_help=True, add_completion=False,
+    help="Ablation service for vision-language pretraining.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+FINAL = {"finished", "failed", "cancelled", "cached"}
+DONE_STATUSES = {"finished", "failed", "cancelled"}
+QUICK_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "quick.yaml"
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def _settings(**given: Any) -> Settings:
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def _client(url: str | None) -> httpx.Client:
+    s = Settings()
+    headers = {}
+    if s.auth_token is not None:
+        headers["authorization"] = f"Bearer {s.auth_token.get_secret_value()}"
+    return httpx.Client(base_url=url or s.controller_url, timeout=120.0, headers=headers)
+
+
+def _check(r: httpx.Response) -> Any:
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        if isinstance(detail, list):
+            for d in detail:
+                err_console.print(f"[red]{d.get('field')}[/red]: {d.get('reason')}")
+        else:
+            err_console.print(f"[red]{detail}[/red]")
+        raise typer.Exit(1)
+    if r.headers.get("content-type", "").startswith("application/json"):
+        return r.json()
+    return r.text
+
+
+def _status_table(exp: dict[str, Any]) -> Table:
+    table = Table(title=f"{exp['name']} [{exp['id']}]: {exp['status']}")
+    for col in ("variant", "seed", "state", "step", "attempts", "mean_recall", "MLflow run"):
+        table.add_column(col)
+    for v in exp["variants"]:
+        for t in v["trials"]:
+            recall = t["metrics"].get("mean_recall")
+            table.add_row(
+                v["name"], str(t["seed"]), t["state"], f"{t['step']}/{t['total_steps']}",
+                str(t["attempts"]), "-" if recall is None else f"{recall:.2f}",
+                t["mlflow_url"] or "-",
+            )
+    return table
+
+
+def watch_experiment(client: httpx.Client, exp_id: str, interval: float = 1.0,
+                     timeout: float | None = None) -> dict[str, Any]:
+    """Rich progress bars per trial until the experiment is done; returns its last state."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    tasks: dict[int, TaskID] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[state]}"), console=console,
+    ) as progress:
+        while True:
+            exp = _check(client.get(f"/experiments/{exp_id}"))
+            for v in exp["variants"]:
+                for t in v["trials"]:
+                    total = t["total_steps"] or 1
+                    done = total if t["state"] in ("finished", "cached") else t["step"]
+                    if t["id"] not in tasks:
+                        tasks[t["id"]] = progress.add_task(
+                            f"{v['name']} seed={t['seed']}", total=total, state=t["state"]
+                        )
+                    progress.update(tasks[t["id"]], total=total, completed=done,
+                                    state=t["state"])
+            if exp["status"] in DONE_STATUSES:
+                return exp
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{exp_id} still {exp['status']} after {timeout}s")
+            time.sleep(interval)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="bind address [ABLATE_HOST]"),
+    port: int | None = typer.Option(None, help="controller port [ABLATE_PORT]"),
+    mlflow_port: int | None = typer.Option(None, help="MLflow port [ABLATE_MLFLOW_PORT]"),
+    ray_dashboard_port: int | None = typer.Option(
+        None, help="Ray dashboard port [ABLATE_RAY_DASHBOARD_PORT]"
+    ),
+    data_dir: Path | None = typer.Option(None, help="data dir [ABLATE_DATA_DIR]"),
+    start_ray: bool = typer.Option(True, help="start a local Ray head (else use ray_address)"),
+    start_mlflow: bool = typer.Option(True, help="start an MLflow server (else use its URI)"),
+    num_cpus: int | None = typer.Option(None, help="CPUs the local Ray head offers"),
+) -> None:
+    """Start the controller, a local Ray head and an MLflow server; stop all on Ctrl-C."""
+    from service.stack import Stack
+
+    settings = _settings(host=host, port=port, mlflow_port=mlflow_port,
+                         ray_dashboard_port=ray_dashboard_port, data_dir=data_dir)
+    stack = Stack(settings, start_ray=start_ray, start_mlflow=start_mlflow, num_cpus=num_cpus)
+    stopping = []
+
+    def _stop(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    console.print("starting Ray, MLflow and the controller ...")
+    try:
+        stack.start()
+        for name, url in stack.urls().items():
+            console.print(f"  {name:<10} {url}")
+        console.print(f"  API docs   {settings.controller_url}/docs")
+        console.print("Ctrl-C stops everything.")
+        while not stopping:
+            for child in list(stack.children.values()):
+                if not child.alive():
+                    err_console.print(f"[red]{child.name} exited; see {child.log_path}[/red]")
+                    stopping.append(0)
+            time.sleep(0.5)
+    finally:
+        console.print("stopping ...")
+        stack.stop()
+        console.print("stopped.")
+
+
+@app.command()
+def submit(
+    file: Path = typer.Argument(..., exists=True, readable=True, help="spec (YAML or JSON)"),
+    dry_run: bool = typer.Option(False, help="expand and validate only"),
+    url: str | None = typer.Option(None, help="controller URL [ABLATE_CONTROLLER_URL]"),
+) -> None:
+    """Submit an ablation spec; prints the experiment id."""
+    with _client(url) as client:
+        out = _check(client.post(
+            "/experiments", params={"dry_run": dry_run}, content=file.read_bytes(),
+            headers={"content-type": "application/yaml"},
+        ))
+    if dry_run:
+        console.print_json(json.dumps(out))
+        return
+    console.print(f"[bold]{out['id']}[/bold]: {out['trials']} trials "
+                  f"({out['cached']} cached) over {len(out['variants'])} variants: "
+                  + ", ".join(out["variants"]))
+    if out.get("submit_error"):
+        err_console.print(f"[yellow]{out['submit_error']}[/yellow]")
+
+
+@app.command()
+def status(exp_id: str, url: str | None = typer.Option(None)) -> None:
+    """One experiment: state, progress and MLflow links per trial."""
+    with _client(url) as client:
+        console.print(_status_table(_check(client.get(f"/experiments/{exp_id}"))))
+
+
+@app.command()
+def watch(exp_id: str, url: str | None = typer.Option(None),
+          interval: float = typer.Option(1.0, help="seconds between polls")) -> None:
+    """Progress bars per trial until the experiment is done."""
+    with _client(url) as client:
+        exp = watch_experiment(client, exp_id, interval)
+    console.print(_status_table(exp))
+
+
+@app.command()
+def compare(
+    exp_id: str,
+    format: str = typer.Option("markdown", "--format", "-f", help="markdown or json"),
+    url: str | None = typer.Option(None),
+) -> None:
+    """The comparison table: mean ± std per variant over finished seeds."""
+    with _client(url) as client:
+        out = _check(client.get(f"/experiments/{exp_id}/compare", params={"format": format}))
+    if isinstance(out, str):
+        console.print(out, markup=False, highlight=False)
+    else:
+        console.print_json(json.dumps(out))
+
+
+@app.command()
+def demo(
+    spec: Path = typer.Option(QUICK_SPEC, help="spec to run"),
+    timeout: float = typer.Option(900.0, help="give up watching after this many seconds"),
+) -> None:
+    """Start the stack, run ``experiments/quick.yaml``, print the comparison, stop the stack
+    (``DEMO_KEEP=1`` keeps it running for browsing MLflow until Ctrl-C)."""
+    from service.stack import Stack, free_port, port_in_use
+
+    base = Settings()
+    ports = {}
+    for key in ("port", "mlflow_port", "ray_dashboard_port"):
+        wanted = getattr(base, key)
+        ports[key] = free_port() if port_in_use(wanted, base.host) else wanted
+    settings = _settings(**ports)
+    stack = Stack(settings)
+    keep = os.environ.get("DEMO_KEEP", "") not in ("", "0")
+    final_status = None
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    console.print("starting Ray, MLflow and the controller ...")
+    try:
+        stack.start()
+        for name, url in stack.urls().items():
+            console.print(f"  {name:<10} {url}")
+        with _client(settings.controller_url) as client:
+            out = _check(client.post("/experiments", content=spec.read_bytes(),
+                                     headers={"content-type": "application/yaml"}))
+            console.print(f"submitted [bold]{out['id']}[/bold]: {out['trials']} trials "
+                          f"({out['cached']} cached)")
+            exp = watch_experiment(client, out["id"], timeout=timeout)
+            final_status = exp["status"]
+            console.print(_status_table(exp))
+            table = _check(client.get(f"/experiments/{out['id']}/compare",
+                                      params={"format": "markdown"}))
+            console.print(table, markup=False, highlight=False)
+        where = exp.get("mlflow_url") or stack.urls()["mlflow"]
+        console.print(f"Browse the runs in MLflow: {where}")
+        if keep:
+            console.print("DEMO_KEEP=1: the stack stays up; Ctrl-C stops it.")
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping ...")
+        stack.stop()
+    if final_status != "finished":
+        raise typer.Exit(1)
+
+
+# ---- ablate train --------------------------------------------------------------------------
+# The lead wires the trainer's single-trial command here:
+#   from trainer.cli_train import train_command
+#   app.command("train")(train_command)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
