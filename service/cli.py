@@ -204,7 +204,7 @@ def compare(
     with _client(url) as client:
         out = _check(client.get(f"/experiments/{exp_id}/compare", params={"format": format}))
     if isinstance(out, str):
-        console.print(out, markup=False, highlight=False)
+        console.print(out, markup=False, highlight=False, soft_wrap=True)
     else:
         console.print_json(json.dumps(out))
 
@@ -243,7 +243,7 @@ def demo(
             console.print(_status_table(exp))
             table = _check(client.get(f"/experiments/{out['id']}/compare",
                                       params={"format": "markdown"}))
-            console.print(table, markup=False, highlight=False)
+            console.print(table, markup=False, highlight=False, soft_wrap=True)
         where = exp.get("mlflow_url") or stack.urls()["mlflow"]
         console.print(f"Browse the runs in MLflow: {where}")
         if keep:

@@ -68,6 +68,10 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
     from trainer.trial import TrialDiverged, run_trial
 
     settings = Settings()
+    # The trainer caches generated data under ./.ablate/data; a worker's cwd is Ray's, so pin
+    # it inside the service's data dir (each trial has its own worker process).
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(settings.data_dir)
     store = Store(settings.db_url, run_migrations=False)
     trial_id = trial["trial_id"]
     try:

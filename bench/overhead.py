@@ -1,0 +1,145 @@
+"""What the service costs per trial, measured side by side in one run on one machine.
+
+The same N tiny trials (one config, N seeds), three ways, all logging to the same MLflow server:
+
+1. ``loop``: a plain Python loop calling ``trainer.trial.run_trial`` one after another;
+2. ``tune``: a plain Ray Tune script on the same Ray head (1 CPU per trial);
+3. ``service``: POST the spec to the controller, wait until the experiment is finished.
+
+Prints wall times, the service's overhead per trial above plain Tune (goal: <= 1.5 s) and the
+parallel speed-up of Tune and of the service over the loop (goal: a real speed-up on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.settings import Settings  # noqa: E402
+from service.stack import Stack, free_port  # noqa: E402
+
+OVERRIDES = {
+    "schedule.warmup_steps": 2,
+    "data.num_train_images": 200,
+    "data.num_val_images": 20,
+    "data.num_test_images": 50,
+    "eval.rerank_k": 4,
+    "runtime.log_every": 5,
+    "runtime.checkpoint_every": 10,
+}
+
+
+def config(steps: int):
+    from service.specs import nest
+    from trainer.config import build_config
+
+    return build_config("tiny", overrides=nest({**OVERRIDES, "schedule.steps": steps}))
+
+
+def run_loop(n: int, steps: int, tracking_uri: str, work: Path) -> float:
+    from trainer.trial import run_trial
+
+    cfg = config(steps)
+    t0 = time.perf_counter()
+    for seed in range(n):
+        run_trial(cfg, seed, tracking_uri=tracking_uri, experiment_name="bench-loop",
+                  checkpoint_dir=work / "loop" / str(seed), run_name=f"loop seed={seed}")
+    return time.perf_counter() - t0
+
+
+def _tune_trial(params: dict, tracking_uri: str, steps: int, work: str) -> None:
+    from ray import tune
+
+    from trainer.trial import run_trial
+
+    seed = params["seed"]
+    result = run_trial(config(steps), seed, tracking_uri=tracking_uri,
+                       experiment_name="bench-tune", run_name=f"tune seed={seed}",
+                       checkpoint_dir=Path(work) / "tune" / str(seed))
+    tune.report(result.metrics)
+
+
+def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> float:
+    import ray
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    from trainer.tracking import ensure_experiment
+
+    ensure_experiment(MlflowClient(tracking_uri), "bench-tune")  # first write, before trials
+    ray.init(address=gcs, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        t0 = time.perf_counter()
+        trainable = tune.with_resources(
+            tune.with_parameters(_tune_trial, tracking_uri=tracking_uri, steps=steps,
+                                 work=str(work)),
+            {"cpu": 1},
+        )
+        tune.Tuner(
+            trainable, param_space={"seed": tune.grid_search(list(range(n)))},
+            run_config=tune.RunConfig(storage_path=str(work / "tune-results"), verbose=0),
+        ).fit()
+        return time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+
+
+def run_service(n: int, steps: int, controller: str) -> float:
+    spec = {
+        "name": "bench-service", "design": "explicit", "variants": {"tiny": {}},
+        "base": {"preset": "tiny", "set": {**OVERRIDES, "schedule.steps": steps}},
+        "seeds": n, "resources": {"cpus": 1}, "rerun": True,
+    }
+    with httpx.Client(base_url=controller, timeout=120) as api:
+        t0 = time.perf_counter()
+        exp_id = api.post("/experiments", json=spec).raise_for_status().json()["id"]
+        while True:
+            exp = api.get(f"/experiments/{exp_id}").json()
+            if exp["status"] in ("finished", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+    if exp["status"] != "finished":
+        raise SystemExit(f"service run ended {exp['status']}: {exp['states']}")
+    return wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ablate-bench-"))
+    settings = Settings(data_dir=work / "data", port=free_port(), mlflow_port=free_port(),
+                        ray_dashboard_port=free_port(), ray_gcs_port=free_port())
+    print(f"{args.trials} trials x {args.steps} steps (tiny preset), Ray with {args.cpus} CPUs")
+    with Stack(settings, num_cpus=args.cpus) as stack:
+        uri = settings.mlflow_tracking_uri
+        gcs = f"127.0.0.1:{settings.ray_gcs_port}"
+        config(args.steps)  # warm the benchmark cache so no way pays for generating data
+        loop = run_loop(args.trials, args.steps, uri, work)
+        print(f"  loop     {loop:7.1f} s  ({loop / args.trials:.2f} s per trial)")
+        tune_wall = run_tune(args.trials, args.steps, uri, work, gcs)
+        print(f"  tune     {tune_wall:7.1f} s")
+        service = run_service(args.trials, args.steps, stack.settings.controller_url)
+        print(f"  service  {service:7.1f} s")
+    over = (service - tune_wall) / args.trials
+    print(f"service overhead above plain Tune: {over:+.2f} s per trial (goal <= 1.5 s)")
+    print(f"speed-up over the loop: tune x{loop / tune_wall:.2f}, service x{loop / service:.2f}")
+
+
+if __name__ == "__main__":
+    main()
