@@ -70,7 +70,8 @@ def evaluate_retrieval(
     images = torch.cat(_batched(
         lambda i: model.encode_image(load_images(i.cpu()).to(device)), num_images, batch_size,
         device))
-    ids, mask = input_ids.to(device), attention_mask.to(device)
+    length = int(attention_mask.sum(dim=1).max())  # drop padding no caption uses
+    ids, mask = input_ids[:, :length].to(device), attention_mask[:, :length].to(device)
     texts = torch.cat(_batched(lambda i: model.encode_text(ids[i], mask[i]), len(ids),
                                batch_size, device))
     k = min(rerank_k, num_images, len(ids))

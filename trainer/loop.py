@@ -215,10 +215,12 @@ class Trainer:
     # ---- batches ----------------------------------------------------------------------------
     def batch(self, idx: torch.Tensor) -> Batch:
         image_ids = self.train_split.caption_image[idx]
+        mask = self.train_mask[idx]
+        length = int(mask.sum(dim=1).max())  # trim padding every caption of the batch has
         return Batch(
             self.train_split.load_images(image_ids),
-            self.train_ids[idx],
-            self.train_mask[idx],
+            self.train_ids[idx, :length],
+            mask[:, :length],
             image_ids,
         ).to(self.device)
 

@@ -110,9 +110,10 @@ class ITC(Objective):
         ctx.shared["itc_temp"] = float(temp.detach())
         ids = ctx.batch.image_ids
         if self.cfg.queue:
-            image_keys = torch.cat([ctx.image_feat_m, self.image_queue.clone()])
-            text_keys = torch.cat([ctx.text_feat_m, self.text_queue.clone()])
-            key_ids = torch.cat([ids, self.idx_queue.clone()])
+            filled = self.idx_queue >= 0  # slots not yet written hold no key
+            image_keys = torch.cat([ctx.image_feat_m, self.image_queue[filled]])
+            text_keys = torch.cat([ctx.text_feat_m, self.text_queue[filled]])
+            key_ids = torch.cat([ids, self.idx_queue[filled]])
         else:
             image_keys, text_keys, key_ids = ctx.image_feat, ctx.text_feat, ids
         positives = ids[:, None] == key_ids[None, :]
