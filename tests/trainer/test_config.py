@@ -84,5 +84,5 @@ def test_canonical_hash_is_stable_and_ignores_result_neutral_fields() -> None:
     assert a.config_hash() == build_config(
         "tiny", dotted={"runtime.output_dir": "elsewhere", "runtime.log_every": 3}
     ).config_hash()
-    assert a.config_hash() != build_config("tiny", dotted={"optim.lr": 1e-3}).config_hash()
+    assert a.config_hash() != build_config("tiny", dotted={"optim.lr": 2e-3}).config_hash()
     assert a.flat()["objectives.itc.enabled"] is True

@@ -203,7 +203,7 @@ def test_weights_scale_each_term() -> None:
 
 
 def test_queue_wraps_around_and_stores_image_ids() -> None:
-    pt = Pretrainer(tiny(**{"objectives.itc.queue_size": 8}), VOCAB)
+    pt = Pretrainer(tiny(**{"objectives.itc.queue": True, "objectives.itc.queue_size": 8}), VOCAB)
     itc = pt.objectives["itc"]
     for start in (0, 6, 12):
         itc._enqueue(_feats(6, 64, start), _feats(6, 64, start + 1), torch.arange(start, start + 6))
