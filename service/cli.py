@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from service.settings import Settings
+from trainer.cli_train import train_command
 
 app = typer.Typer(
     name="ablate", no_args_is_help=True, add_completion=False,
@@ -260,9 +261,8 @@ def demo(
 
 
 # ---- ablate train --------------------------------------------------------------------------
-# The lead wires the trainer's single-trial command here:
-#   from trainer.cli_train import train_command
-#   app.command("train")(train_command)
+# The trainer's single-trial command: usable without the service running.
+app.command("train")(train_command)
 
 
 def main() -> None:  # pragma: no cover
