@@ -22,6 +22,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# Ray ships the driver's sys.path to its workers; bench/ on it would shadow the trainer package
+# with bench/trainer.py, so put the project root there instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 sys.path.insert(0, str(ROOT))
 
 from service.settings import Settings  # noqa: E402
@@ -38,17 +41,33 @@ OVERRIDES = {
 }
 
 
-def config(steps: int):
+def config(steps: int, cache: str):
     from service.specs import nest
     from trainer.config import build_config
 
-    return build_config("tiny", overrides=nest({**OVERRIDES, "schedule.steps": steps}))
+    return build_config("tiny", overrides=nest(spec_set(steps, cache)))
+
+
+def spec_set(steps: int, cache: str) -> dict:
+    """One data cache for all three ways, so none pays for generating the benchmark."""
+    return {**OVERRIDES, "schedule.steps": steps, "data.root": cache}
+
+
+def warm_up(tracking_uri: str, work: Path) -> None:
+    """Generate the benchmark and tokenizer once, outside the timings."""
+    from trainer.trial import run_trial
+
+    run_trial(config(1, str(work / "cache")), 999, tracking_uri=tracking_uri,
+              experiment_name="bench-warmup", checkpoint_dir=work / "warmup")
 
 
 def run_loop(n: int, steps: int, tracking_uri: str, work: Path) -> float:
+    import torch
+
     from trainer.trial import run_trial
 
-    cfg = config(steps)
+    torch.set_num_threads(1)  # what each Ray trial gets (1 CPU): the same work per trial
+    cfg = config(steps, str(work / "cache"))
     t0 = time.perf_counter()
     for seed in range(n):
         run_trial(cfg, seed, tracking_uri=tracking_uri, experiment_name="bench-loop",
@@ -62,7 +81,7 @@ def _tune_trial(params: dict, tracking_uri: str, steps: int, work: str) -> None:
     from trainer.trial import run_trial
 
     seed = params["seed"]
-    result = run_trial(config(steps), seed, tracking_uri=tracking_uri,
+    result = run_trial(config(steps, str(Path(work) / "cache")), seed, tracking_uri=tracking_uri,
                        experiment_name="bench-tune", run_name=f"tune seed={seed}",
                        checkpoint_dir=Path(work) / "tune" / str(seed))
     tune.report(result.metrics)
@@ -87,6 +106,7 @@ def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> flo
         )
         tune.Tuner(
             trainable, param_space={"seed": tune.grid_search(list(range(n)))},
+            tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=tune.RunConfig(storage_path=str(work / "tune-results"), verbose=0),
         ).fit()
         return time.perf_counter() - t0
@@ -94,10 +114,10 @@ def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> flo
         ray.shutdown()
 
 
-def run_service(n: int, steps: int, controller: str) -> float:
+def run_service(n: int, steps: int, controller: str, work: Path) -> float:
     spec = {
         "name": "bench-service", "design": "explicit", "variants": {"tiny": {}},
-        "base": {"preset": "tiny", "set": {**OVERRIDES, "schedule.steps": steps}},
+        "base": {"preset": "tiny", "set": spec_set(steps, str(work / "cache"))},
         "seeds": n, "resources": {"cpus": 1}, "rerun": True,
     }
     with httpx.Client(base_url=controller, timeout=120) as api:
@@ -129,12 +149,12 @@ def main() -> None:
     with Stack(settings, num_cpus=args.cpus) as stack:
         uri = settings.mlflow_tracking_uri
         gcs = f"127.0.0.1:{settings.ray_gcs_port}"
-        config(args.steps)  # warm the benchmark cache so no way pays for generating data
+        warm_up(uri, work)
         loop = run_loop(args.trials, args.steps, uri, work)
         print(f"  loop     {loop:7.1f} s  ({loop / args.trials:.2f} s per trial)")
         tune_wall = run_tune(args.trials, args.steps, uri, work, gcs)
         print(f"  tune     {tune_wall:7.1f} s")
-        service = run_service(args.trials, args.steps, stack.settings.controller_url)
+        service = run_service(args.trials, args.steps, stack.settings.controller_url, work)
         print(f"  service  {service:7.1f} s")
     over = (service - tune_wall) / args.trials
     print(f"service overhead above plain Tune: {over:+.2f} s per trial (goal <= 1.5 s)")

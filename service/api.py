@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from service import summary
 from service.execution import Executor, RayUnavailable, Reconciler
@@ -345,6 +346,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     ) -> Any:
         """Submit an ablation spec (JSON or YAML body)."""
         body = await request.body()
+        # expansion, SQL and the job submission block: keep them off the event loop
+        return await run_in_threadpool(_create, body, dry_run, settings, store, executor)
+
+    def _create(body: bytes, dry_run: bool, settings: Settings, store: Store,
+                executor: Executor) -> Any:
         try:
             spec = parse_spec(body)
             expansion = expand(spec, max_variants=settings.max_variants,
