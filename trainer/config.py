@@ -88,10 +88,33 @@ class TextConfig(Section):
         return self
 
 
+class MoMEConfig(Section):
+    """VLMo's multiway transformer (``model.arch: mome``): ``num_layers`` blocks of shared
+    self-attention with vision and language FFN experts; the top ``num_vl_layers`` also hold a
+    vision-language expert used in fusion mode. Patch size comes from ``model.vision``."""
+
+    hidden_size: int = Field(default=64, ge=8)
+    num_layers: int = Field(default=4, ge=1)
+    num_vl_layers: int = Field(default=2, ge=1, description="top layers with the VL-FFN expert")
+    num_heads: int = Field(default=2, ge=1)
+    intermediate_size: int = Field(default=256, ge=8)
+
+    @model_validator(mode="after")
+    def _shape(self) -> MoMEConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size: must be divisible by num_heads")
+        if self.num_vl_layers > self.num_layers:
+            raise ValueError("num_vl_layers: must not exceed num_layers")
+        return self
+
+
 class ModelConfig(Section):
-    arch: Literal["albef"] = "albef"
+    arch: Literal["albef", "mome"] = "albef"
     vision: VisionConfig = VisionConfig()
     text: TextConfig = TextConfig()
+    mome: MoMEConfig = Field(
+        default_factory=MoMEConfig, description="sizes of the multiway transformer (arch mome)"
+    )
     embed_dim: int = Field(default=64, ge=2, description="ITC projection size")
     momentum: float = Field(default=0.995, ge=0.0, lt=1.0, description="EMA decay of the copies")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

@@ -91,7 +91,7 @@ def evaluate_retrieval(
         t2i = itm(t_idx, i_idx).view(m, n)
         i2t = t2i.t()
     else:
-        sim = model.text_feat(texts).float() @ model.image_feat(images).float().t()  # [M,N]
+        sim = model.text_feat(texts, mask).float() @ model.image_feat(images).float().t()  # [M,N]
         t2i, i2t = sim, sim.t().contiguous()
         if protocol.startswith("itc+itm"):
             t2i = _rerank(sim, k, lambda r, c: itm(r, c))

@@ -6,12 +6,31 @@ pretrained path. The heads of the objectives (ITM, MLM) live with the objectives
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
 
 from trainer.config import ModelConfig
-from trainer.model.fusion import FusionEncoder, init_bert_style, load_fusion_from_bert
+from trainer.model.fusion import (
+    FusionEncoder,
+    attention_probs,
+    init_bert_style,
+    load_fusion_from_bert,
+)
+
+
+class RelationMaps(NamedTuple):
+    """Head-averaged attention maps of the layer IAIS regularises (rows sum to 1)."""
+
+    text: Tensor
+    """[B,L,L] language self-attention."""
+    image: Tensor
+    """[B,N,N] visual self-attention over the image tokens ([CLS] + patches)."""
+    cross: Tensor
+    """[B,L,N] word -> image-token attention (the alignment)."""
 
 
 def _vit(cfg: ModelConfig, image_size: int) -> ViTModel:
@@ -82,30 +101,118 @@ class ALBEFModel(nn.Module):
         self.vision_dim = vision_dim
         self.text_dim = text_dim
 
-    def encode_image(self, images: Tensor) -> Tensor:
-        """[B,3,H,W] -> [B, 1+patches, Dv]; position 0 is [CLS]."""
-        return self.vision(pixel_values=images).last_hidden_state
+    def encode_image(
+        self,
+        images: Tensor,
+        patch_mask: Tensor | None = None,
+        patch_fill: Tensor | None = None,
+        image_delta: Tensor | None = None,
+    ) -> Tensor:
+        """[B,3,H,W] -> [B, 1+patches, Dv]; position 0 is [CLS].
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Text-only layers: [B,L] -> [B,L,Dt]."""
-        return self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        ``patch_mask`` [B,P] replaces those patch embeddings by ``patch_fill`` [Dv] (zero if
+        None) for masked patch modelling; ``image_delta`` [B,P,Dv] is added to the patch
+        embeddings (VILLA's perturbation). Without them this is the plain ViTModel call.
+        """
+        if patch_mask is None and image_delta is None:
+            return self.vision(pixel_values=images).last_hidden_state
+        emb = self.vision.embeddings
+        x = emb.patch_embeddings(images.to(emb.patch_embeddings.projection.weight.dtype))
+        if image_delta is not None:
+            x = x + image_delta
+        if patch_mask is not None:
+            fill = x.new_zeros(x.shape[-1]) if patch_fill is None else patch_fill.to(x.dtype)
+            x = torch.where(patch_mask[..., None].bool(), fill, x)
+        x = torch.cat([emb.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        h = emb.dropout(x + emb.position_embeddings)
+        for layer in self.vision.layers:
+            h = layer(h, None)
+        return self.vision.layernorm(h)
+
+    def encode_text(
+        self, input_ids: Tensor, attention_mask: Tensor, text_delta: Tensor | None = None
+    ) -> Tensor:
+        """Text-only layers: [B,L] -> [B,L,Dt]. ``text_delta`` [B,L,Dt] is added to the word
+        embeddings (VILLA's perturbation); without it this is the plain BertModel call."""
+        if text_delta is None:
+            return self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        words = self.text.embeddings.word_embeddings(input_ids) + text_delta
+        return self.text(inputs_embeds=words, attention_mask=attention_mask).last_hidden_state
 
     def fuse(self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor) -> Tensor:
         """Fusion layers: text attends to itself and to every image token."""
         return self.fusion(text_embeds, text_mask, image_embeds)
 
+    def fuse_pair(
+        self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Contextual (text, image-token) states of each pair, for patch and word-patch
+        objectives. ALBEF's fusion only updates text, so the image side runs the same fusion
+        layers with the roles swapped (image tokens query, words are keys); needs Dv == Dt."""
+        if self.vision_dim != self.text_dim:
+            raise ValueError(
+                "model: patch-level objectives on ALBEF need vision.hidden_size == "
+                "text.hidden_size (the fusion layers are reused with image tokens as queries)"
+            )
+        ones = image_embeds.new_ones(image_embeds.shape[:2], dtype=torch.long)
+        text = self.fusion(text_embeds, text_mask, image_embeds)
+        image = self.fusion(image_embeds, ones, text_embeds, text_mask)
+        return text, image
+
+    def image_states(self, image_embeds: Tensor) -> Tensor:
+        """Unimodal image token states (ALBEF: the encoder output itself)."""
+        return image_embeds
+
     def image_feat(self, image_embeds: Tensor) -> Tensor:
         return F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
 
-    def text_feat(self, text_embeds: Tensor) -> Tensor:
+    def text_feat(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> Tensor:
+        """``text_mask`` is unused here (the features are the [CLS] of the text encoder); MoME
+        needs it for its text-only pass, so both take it."""
         return F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
+
+    def relation_attention(
+        self, images: Tensor, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor
+    ) -> RelationMaps:
+        """IAIS's maps: the last fusion layer's text self-attention and word->image
+        cross-attention, and the last ViT layer's self-attention (recomputed from that layer's
+        input, an extra pass through the other ViT layers, only when IAIS is on)."""
+        h = text_embeds
+        *lower, last = self.fusion.layer
+        for layer in lower:
+            h = layer(h, text_mask, image_embeds, None)
+        a_text = last.attention.probs(h, h, text_mask)
+        h = last.attention(h, h, text_mask)
+        a_cross = last.crossattention.probs(h, image_embeds, None)
+        emb = self.vision.embeddings
+        v = emb(images.to(emb.patch_embeddings.projection.weight.dtype))
+        *vis_lower, vis_last = self.vision.layers
+        for layer in vis_lower:
+            v = layer(v, None)
+        att = vis_last.attention
+        x = vis_last.layernorm_before(v)
+        split = (x.shape[0], x.shape[1], -1, att.head_dim)
+        q = att.q_proj(x).view(split).transpose(1, 2)
+        k = att.k_proj(x).view(split).transpose(1, 2)
+        a_image = attention_probs(q, k, None)
+        return RelationMaps(a_text.mean(1), a_image.mean(1), a_cross.mean(1))
 
 
 def build_model(
     cfg: ModelConfig, *, vocab_size: int, image_size: int, max_len: int
-) -> ALBEFModel:
-    """Pick the architecture named by ``model.arch``."""
+) -> nn.Module:
+    """Pick the architecture named by ``model.arch`` (both expose ALBEFModel's interface)."""
     if cfg.arch == "albef":
         return ALBEFModel(cfg, vocab_size=vocab_size, image_size=image_size, max_len=max_len)
+    if cfg.arch == "mome":
+        from trainer.model.mome import MoMEModel
+
+        return MoMEModel(cfg, vocab_size=vocab_size, image_size=image_size, max_len=max_len)
     raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}")
 
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters, shared tensors counted once."""
+    seen = {id(p): p for p in module.parameters() if p.requires_grad or not trainable_only}
+    return sum(p.numel() for p in seen.values())

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from trainer.model.albef import ALBEFModel
+from trainer.model.albef import ALBEFModel, RelationMaps
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -26,10 +30,15 @@ class Batch:
     """[B,L] 1 for tokens, 0 for padding."""
     image_ids: Tensor
     """[B] which image each pair shows: pairs sharing one are never each other's negatives."""
+    patch_labels: Tensor | None = None
+    """[B,C,P] long per-patch labels (``trainer.data.patch_labels``), filled by the loop only
+    when an enabled objective sets ``needs_patch_labels`` and the data has label maps."""
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device, non_blocking=True) for t in
-                       (self.images, self.input_ids, self.attention_mask, self.image_ids)))
+        moved = [t.to(device, non_blocking=True) for t in
+                 (self.images, self.input_ids, self.attention_mask, self.image_ids)]
+        labels = None if self.patch_labels is None else self.patch_labels.to(device)
+        return Batch(*moved, patch_labels=labels)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -71,6 +80,10 @@ class StepContext:
         self.step = step
         self.shared: dict[str, float] = {}
         """Scalars one objective publishes for another (ITC's temperature for hard negatives)."""
+        self.objectives: dict[str, nn.Module] = {}
+        """The enabled objectives, for one that reuses another's head (VILLA reads ITM's)."""
+        self.memo: dict[str, Any] = {}
+        """Per-step values keyed by objective-chosen names (shared masked passes)."""
 
     # ---- online model ---------------------------------------------------------------------
     @cached_property
@@ -87,7 +100,21 @@ class StepContext:
 
     @cached_property
     def text_feat(self) -> Tensor:
-        return self.model.text_feat(self.text_embeds)
+        return self.model.text_feat(self.text_embeds, self.batch.attention_mask)
+
+    @cached_property
+    def image_states(self) -> Tensor:
+        """Unimodal image token states [B,1+P,Dv] (ALBEF: the ViT output; MoME: the V-FFN
+        pass), the regression target of MRFR."""
+        return self.model.image_states(self.image_embeds)
+
+    @cached_property
+    def relation_maps(self) -> RelationMaps:
+        """Explicit attention maps of the regularised layer (IAIS only)."""
+        b = self.batch
+        return self.model.relation_attention(
+            b.images, self.text_embeds, b.attention_mask, self.image_embeds
+        )
 
     @cached_property
     def positives(self) -> Tensor:
@@ -115,5 +142,6 @@ class StepContext:
     def text_feat_m(self) -> Tensor:
         with torch.no_grad():
             m = self._momentum()
-            return m.text_feat(m.encode_text(self.batch.input_ids, self.batch.attention_mask))
+            b = self.batch
+            return m.text_feat(m.encode_text(b.input_ids, b.attention_mask), b.attention_mask)
 

@@ -7,9 +7,20 @@ way ALBEF initialises its fusion layers from BERT-base layers 6-11.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def attention_probs(q: Tensor, k: Tensor, kv_mask: Tensor | None) -> Tensor:
+    """softmax(QK^T / sqrt(d)) over keys, [B,H,Lq,Lk]: the map SDPA computes but never returns
+    (explicit, so only objectives that read attention maps, e.g. IAIS, pay for it)."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if kv_mask is not None:
+        scores = scores.masked_fill(~kv_mask[:, None, None, :].bool(), float("-inf"))
+    return F.softmax(scores.float(), dim=-1)
 
 
 class _QKV(nn.Module):
@@ -40,6 +51,13 @@ class Attention(nn.Module):
         self.dropout = dropout
         self.self = _QKV(hidden, kv_dim)
         self.output = _Output(hidden, hidden, dropout)
+
+    def probs(self, x: Tensor, kv: Tensor, kv_mask: Tensor | None) -> Tensor:
+        """The attention map of ``forward`` ([B,H,Lq,Lk]), computed explicitly."""
+        b, lq, d = x.shape
+        q = self.self.query(x).view(b, lq, self.heads, -1).transpose(1, 2)
+        k = self.self.key(kv).view(b, kv.shape[1], self.heads, -1).transpose(1, 2)
+        return attention_probs(q, k, kv_mask)
 
     def forward(self, x: Tensor, kv: Tensor, kv_mask: Tensor | None) -> Tensor:
         b, lq, d = x.shape

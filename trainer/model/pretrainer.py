@@ -54,6 +54,7 @@ class Pretrainer(nn.Module):
         if self.training:
             momentum_update(self.momentum_pairs(), self.cfg.model.momentum)
         ctx = StepContext(self.model, self.model_m, batch, alpha_ramp=alpha_ramp, step=step)
+        ctx.objectives = dict(self.objectives.items())
         total: Tensor | None = None
         terms: dict[str, Tensor] = {}
         logs: dict[str, float] = {}
