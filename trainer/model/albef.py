@@ -149,15 +149,19 @@ class ALBEFModel(nn.Module):
         """Contextual (text, image-token) states of each pair, for patch and word-patch
         objectives. ALBEF's fusion only updates text, so the image side runs the same fusion
         layers with the roles swapped (image tokens query, words are keys); needs Dv == Dt."""
+        return self.fusion(text_embeds, text_mask, image_embeds), self.fuse_image(
+            text_embeds, text_mask, image_embeds
+        )
+
+    def fuse_image(self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor) -> Tensor:
+        """The image side of ``fuse_pair`` alone (one fusion pass), [B,1+P,D]."""
         if self.vision_dim != self.text_dim:
             raise ValueError(
                 "model: patch-level objectives on ALBEF need vision.hidden_size == "
                 "text.hidden_size (the fusion layers are reused with image tokens as queries)"
             )
         ones = image_embeds.new_ones(image_embeds.shape[:2], dtype=torch.long)
-        text = self.fusion(text_embeds, text_mask, image_embeds)
-        image = self.fusion(image_embeds, ones, text_embeds, text_mask)
-        return text, image
+        return self.fusion(image_embeds, ones, text_embeds, text_mask)
 
     def image_states(self, image_embeds: Tensor) -> Tensor:
         """Unimodal image token states (ALBEF: the encoder output itself)."""

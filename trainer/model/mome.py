@@ -191,6 +191,9 @@ class MoMEModel(nn.Module):
     def fuse(self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor) -> Tensor:
         return self.fuse_pair(text_embeds, text_mask, image_embeds)[0]
 
+    def fuse_image(self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor) -> Tensor:
+        return self.fuse_pair(text_embeds, text_mask, image_embeds)[1]
+
     def relation_attention(
         self, images: Tensor, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor
     ) -> RelationMaps:

@@ -58,6 +58,10 @@ class Objective(nn.Module):
     config_cls: ClassVar[type[ObjectiveConfig]]
     needs_momentum_model: bool = False
     """True when this objective reads the EMA model (queue keys, distillation targets)."""
+    needs_patch_labels: bool = False
+    """True when this objective reads ``batch.patch_labels`` (the loop fills them only then)."""
+    patch_label_min_foreground: float | None = None
+    """``min_foreground`` the loop passes to ``trainer.data.patch_labels`` for this objective."""
 
     def __init__(self, cfg: ObjectiveConfig, env: ObjectiveEnv) -> None:
         super().__init__()
