@@ -1,0 +1,85 @@
+"""VILLA: the ascent step, projection and symmetric KL against their formulas, PGD on a
+hand-made problem, and the switch (off = no term and no extra passes; on = counted passes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.trainer.helpers import VOCAB, random_batch, tiny
+from trainer.config import ConfigError
+from trainer.model.pretrainer import Pretrainer
+from trainer.objectives.villa import ascent_step, pgd, project_l2, symmetric_kl
+
+
+def test_projection_keeps_small_tokens_and_shrinks_large_ones() -> None:
+    delta = torch.tensor([[[3.0, 4.0], [0.3, 0.4]]])  # norms 5 and 0.5
+    out = project_l2(delta, 1.0)
+    assert torch.allclose(out[0, 0], torch.tensor([0.6, 0.8]))
+    assert torch.allclose(out[0, 1], delta[0, 1])
+
+
+def test_ascent_step_moves_along_the_normalised_gradient() -> None:
+    delta = torch.zeros(1, 1, 2)
+    grad = torch.tensor([[[0.0, 10.0]]])
+    assert torch.allclose(ascent_step(delta, grad, 0.3, 1.0), torch.tensor([[[0.0, 0.3]]]))
+    assert torch.allclose(ascent_step(delta, grad, 3.0, 1.0), torch.tensor([[[0.0, 1.0]]]))
+
+
+def test_symmetric_kl_matches_formula() -> None:
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    p, q = F.softmax(a, -1), F.softmax(b, -1)
+    want = ((p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1)).mean()
+    assert torch.allclose(symmetric_kl(a, b), want, atol=1e-6)
+    assert float(symmetric_kl(a, a)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_pgd_climbs_a_linear_objective_to_the_ball_boundary() -> None:
+    w = torch.tensor([1.0, 2.0, 2.0])  # loss = w . delta, maximised at eps * w / |w|
+    delta = pgd(lambda d: (d * w).sum(), torch.zeros(1, 1, 3), steps=5, lr=0.3, epsilon=0.5)
+    assert torch.allclose(delta[0, 0], 0.5 * w / 3.0, atol=1e-6)
+
+
+def _run(**dotted: object):
+    torch.manual_seed(0)
+    pt = Pretrainer(tiny(**dotted), VOCAB)
+    calls = [0]
+    fusion = pt.model.fusion if hasattr(pt.model, "fusion") else pt.model.norm
+    fusion.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    out = pt(random_batch(), alpha_ramp=1.0, step=0)
+    out.loss.backward()
+    return pt, calls[0], out
+
+
+def test_villa_off_costs_nothing_and_on_reports_its_extra_passes() -> None:
+    _, base_calls, off = _run()
+    assert "loss_villa" not in off.terms and "villa_extra_forwards" not in off.logs
+    for modality in ("image", "text"):
+        pt, calls, on = _run(**{"objectives.villa.enabled": True,
+                                "objectives.villa.modality": modality,
+                                "objectives.villa.adv_steps": 3})
+        assert "loss_villa" in on.terms and torch.isfinite(on.terms["loss_villa"])
+        assert calls == base_calls + 5 == base_calls + on.logs["villa_extra_forwards"]
+        assert on.logs["villa_extra_backwards"] == 3 and on.logs["villa_seconds"] > 0
+        assert on.logs["villa_delta_norm"] <= 1.0 + 1e-5
+        assert pt.objectives["itm"].head.weight.grad is not None
+
+
+def test_alternate_perturbs_image_then_text() -> None:
+    pt = Pretrainer(tiny(**{"objectives.villa.enabled": True}), VOCAB)
+    assert [pt.objectives["villa"].modality(s) for s in range(3)] == ["image", "text", "image"]
+
+
+def test_villa_needs_itm() -> None:
+    with pytest.raises(ConfigError) as err:
+        Pretrainer(tiny(**{"objectives.villa.enabled": True, "objectives.itm.enabled": False}),
+                   VOCAB)
+    assert err.value.field == "objectives.villa.enabled"
+
+
+def test_villa_runs_on_mome() -> None:
+    _, _, out = _run(**{"model.arch": "mome", "objectives.villa.enabled": True,
+                        "objectives.villa.modality": "text"})
+    assert "loss_villa" in out.terms
