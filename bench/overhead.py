@@ -106,7 +106,6 @@ def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> flo
         )
         tune.Tuner(
             trainable, param_space={"seed": tune.grid_search(list(range(n)))},
-            tune_config=tune.TuneConfig(reuse_actors=True),
             run_config=tune.RunConfig(storage_path=str(work / "tune-results"), verbose=0),
         ).fit()
         return time.perf_counter() - t0

@@ -208,7 +208,7 @@ def supervise(exp_id: str, settings: Settings) -> int:
             param_space={"trial_id": tune.grid_search(sorted(plan))},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=spec.max_concurrent_trials,
-                reuse_actors=True,  # one torch import per worker slot, not per trial
+                reuse_actors=False,  # a fresh worker per trial: its PID is the trial
                 trial_name_creator=lambda t: f"trial_{t.config['trial_id']}",
                 trial_dirname_creator=lambda t: f"trial_{t.config['trial_id']}",
             ),
