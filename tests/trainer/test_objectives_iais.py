@@ -90,3 +90,13 @@ def test_iais_switch_adds_term_and_its_attention_pass_only_when_on(variant: str)
     on_calls, on = _vision_embedding_calls(**{"objectives.iais.enabled": True,
                                               "objectives.iais.variant": variant})
     assert "loss_iais" in on and torch.isfinite(on["loss_iais"]) and on_calls == 2
+
+
+def test_iais_gradients_are_finite_with_padding() -> None:
+    torch.manual_seed(0)
+    pt = Pretrainer(tiny(**{"objectives.iais.enabled": True}), VOCAB)
+    out = pt(random_batch(), alpha_ramp=1.0, step=0)  # two padded positions per caption
+    assert "loss_iais" in out.terms
+    pt.zero_grad()
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in pt.parameters() if p.grad is not None)

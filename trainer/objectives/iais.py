@@ -61,7 +61,8 @@ def iais_loss(a_text: Tensor, projected: Tensor, text_mask: Tensor, eps: float =
     p = projected.float() * keys
     p = p / p.sum(-1, keepdim=True).clamp_min(eps)
     a = a_text.float() * keys
-    kl = (torch.xlogy(a, a) - a * torch.log(p + eps)).sum(-1)  # [B,L]
+    # a * log(a) with a clamped inside the log: finite gradients where attention is exactly 0
+    kl = (a * (torch.log(a.clamp_min(eps)) - torch.log(p + eps))).sum(-1)  # [B,L]
     rows = text_mask.bool()
     return kl[rows].mean()
 
