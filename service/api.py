@@ -17,15 +17,17 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from service import summary
+from service import report, views
+from service.analysis import Analysis
 from service.execution import Executor, RayUnavailable, Reconciler
 from service.settings import Settings
 from service.specs import AblationSpec, Expansion, SpecError, expand, parse_spec, spec_to_json
-from service.store import DONE_STATES, ExperimentView, NewTrial, NewVariant, NotFound, Store
+from service.store import ExperimentView, NewTrial, NewVariant, NotFound, Store
+from service.views import CiMethod, CompareQuery, Format, QueryError, run_url
 
 log = logging.getLogger(__name__)
 
@@ -127,28 +129,6 @@ class ExperimentSummaryOut(BaseModel):
     progress: float
 
 
-class MetricOut(BaseModel):
-    mean: float | None
-    std: float | None
-    n: int
-
-
-class VariantCompareOut(BaseModel):
-    name: str
-    levels: dict[str, str]
-    seeds: list[int]
-    metrics: dict[str, MetricOut]
-
-
-class CompareOut(BaseModel):
-    experiment_id: str
-    status: str
-    baseline: str
-    primary_metric: str
-    metrics: list[str]
-    variants: list[VariantCompareOut]
-
-
 class ActionOut(BaseModel):
     id: str
     status: str
@@ -164,12 +144,6 @@ def _trial_progress(step: int, total: int, state: str) -> float:
     return round(step / total, 4) if total else 0.0
 
 
-def _run_url(settings: Settings, eid: str | None, rid: str | None) -> str | None:
-    if not (settings.mlflow_ui_url and eid and rid):
-        return None
-    return f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{eid}/runs/{rid}"
-
-
 def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
     variants = []
     for v in exp.variants:
@@ -181,7 +155,8 @@ def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
                 attempts=t.attempts, metrics=t.metrics, error=t.error, trial_key=t.trial_key,
                 cached_from=t.cached_from, worker_pid=t.worker_pid,
                 resumed_from_step=t.resumed_from_step, mlflow_run_id=t.mlflow_run_id,
-                mlflow_url=_run_url(settings, t.mlflow_experiment_id, t.mlflow_run_id),
+                mlflow_url=run_url(settings.mlflow_ui_url, t.mlflow_experiment_id,
+                                   t.mlflow_run_id),
                 started_at=t.started_at, finished_at=t.finished_at,
             )
             for t in v.trials
@@ -220,27 +195,6 @@ def new_variants(expansion: Expansion) -> list[NewVariant]:
     ]
 
 
-def comparison(exp: ExperimentView) -> CompareOut:
-    spec = AblationSpec.model_validate(exp.spec)
-    metrics = list(dict.fromkeys([spec.metrics.primary, *spec.metrics.reported]))
-    rows = [
-        (v.name, v.levels, [(t.seed, t.metrics) for t in v.trials if t.state in DONE_STATES])
-        for v in exp.variants
-    ]
-    out = summary.summarize(rows, metrics)
-    return CompareOut(
-        experiment_id=exp.id, status=exp.status, baseline=exp.baseline,
-        primary_metric=exp.primary_metric, metrics=metrics,
-        variants=[
-            VariantCompareOut(
-                name=s.name, levels=s.levels, seeds=s.seeds,
-                metrics={k: MetricOut(mean=m.mean, std=m.std, n=m.n) for k, m in s.metrics.items()},
-            )
-            for s in out
-        ],
-    )
-
-
 # ---- dependencies ----------------------------------------------------------------------------
 
 def get_settings(request: Request) -> Settings:
@@ -253,6 +207,18 @@ def get_store(request: Request) -> Store:
 
 def get_executor(request: Request) -> Executor:
     return request.app.state.executor
+
+
+def compare_query(
+    baseline: str | None = Query(None, description="variant to compare against "
+                                 "(default: the spec's baseline)"),
+    alpha: float = Query(0.05, gt=0, lt=1, description="significance level; CIs at 1 - alpha"),
+    correction: str = Query("holm", description="multiple-comparison correction: a statsmodels "
+                            "multipletests method (holm, bonferroni, fdr_bh, ...) or none"),
+    ci: CiMethod = Query("t", description="t intervals, or bootstrap (percentile)"),
+) -> CompareQuery:
+    """The comparison options of /compare and /report (the analysis checks baseline/correction)."""
+    return CompareQuery(baseline=baseline, alpha=alpha, correction=correction, ci=ci)
 
 
 def _error(status: int, field: str, reason: str) -> HTTPException:
@@ -434,30 +400,50 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         exp = store.get_experiment(exp_id)
         return ActionOut(id=exp_id, status=exp.status, trials=n, job_submission_id=sid)
 
-    @app.get("/experiments/{exp_id}/compare", tags=["experiments"], dependencies=auth,
-             response_model=CompareOut,
-             responses={200: {"content": {"text/markdown": {}}}})
+    @app.get(
+        "/experiments/{exp_id}/compare", tags=["experiments"], dependencies=auth,
+        response_model=None,
+        responses={200: {"model": Analysis, "content": {
+            mt: {} for fmt, mt in report.MEDIA_TYPES.items() if fmt != "json"
+        }}},
+    )
     def compare_experiment(
         exp_id: str,
-        format: Literal["json", "markdown"] = Query("json"),
+        format: Format = Query("json", description="json | markdown | csv | latex | html | png"),
+        query: CompareQuery = Depends(compare_query),
         store: Store = Depends(get_store),
-    ) -> Any:
-        """Mean +- std per variant per metric, over finished and cached seeds."""
-        out = comparison(_load(store, exp_id))
-        if format == "markdown":
-            summaries = [
-                summary.VariantSummary(
-                    name=v.name, levels=v.levels, seeds=v.seeds,
-                    metrics={k: summary.MetricSummary(m.mean, m.std, m.n)
-                             for k, m in v.metrics.items()},
-                )
-                for v in out.variants
-            ]
-            return PlainTextResponse(
-                summary.to_markdown(summaries, out.metrics, out.baseline),
-                media_type="text/markdown",
-            )
-        return out
+        settings: Settings = Depends(get_settings),
+    ) -> Response:
+        """Seed-aware comparison: mean and CI per variant and metric over done (finished or
+        cached) seeds, deltas vs the baseline with corrected p values, unfinished seeds counted.
+
+        A plain ``def``: FastAPI runs it in a worker thread, so the statistics and the plots
+        (seconds for PNG/HTML of 100 variants) never block the event loop.
+        """
+        return _rendered(store, exp_id, format, query, settings)
+
+    @app.get(
+        "/experiments/{exp_id}/report", tags=["experiments"], dependencies=auth,
+        response_class=Response, responses={200: {"content": {"text/html": {}}}},
+    )
+    def report_page(
+        exp_id: str,
+        query: CompareQuery = Depends(compare_query),
+        store: Store = Depends(get_store),
+        settings: Settings = Depends(get_settings),
+    ) -> Response:
+        """A self-contained HTML page: the table, the plots (inline PNG) and MLflow run links."""
+        return _rendered(store, exp_id, "html", query, settings)
+
+    def _rendered(store: Store, exp_id: str, fmt: str, query: CompareQuery,
+                  settings: Settings) -> Response:
+        try:
+            body, media_type = views.compare(store, exp_id, fmt, query, settings)
+        except NotFound:
+            raise _error(404, "id", f"no experiment {exp_id!r}") from None
+        except QueryError as err:
+            raise _error(422, err.field, err.reason) from None
+        return Response(body, media_type=media_type)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

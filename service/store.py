@@ -13,6 +13,7 @@ stopped worker cannot resurrect a cancelled or finished trial.
 from __future__ import annotations
 
 import enum
+import math
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,9 +43,12 @@ from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
     Session,
+    deferred,
     mapped_column,
     relationship,
+    selectinload,
     sessionmaker,
+    undefer,
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -147,6 +151,10 @@ class Trial(Base):
     resumed_from_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
     """First step reported by the latest attempt after a retry (0 = started over)."""
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    history: Mapped[dict[str, Any] | None] = deferred(mapped_column(JSON, nullable=True))
+    """Learning curves ``metric -> [[step, value], ...]`` of a done trial (what /compare plots).
+
+    Deferred: only the comparison reads it, so status polls never load the curves."""
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -183,6 +191,8 @@ class TrialView:
     resumed_from_step: int | None
     started_at: datetime | None
     finished_at: datetime | None
+    history: dict[str, list[tuple[int, float]]] | None = None
+    """Only filled by ``get_experiment(..., with_history=True)``."""
 
 
 @dataclass
@@ -238,18 +248,21 @@ class ExperimentView:
         return "finished"
 
 
-def _trial_view(t: Trial) -> TrialView:
+def _trial_view(t: Trial, with_history: bool = False) -> TrialView:
+    history = None
+    if with_history and t.history:
+        history = {k: [(int(p[0]), float(p[1])) for p in pts] for k, pts in t.history.items()}
     return TrialView(
         id=t.id, experiment_id=t.experiment_id, variant=t.variant.name, seed=t.seed,
         trial_key=t.trial_key, state=TrialState(t.state), attempts=t.attempts, step=t.step,
         total_steps=t.total_steps, metrics=dict(t.metrics or {}), mlflow_run_id=t.mlflow_run_id,
         mlflow_experiment_id=t.mlflow_experiment_id, cached_from=t.cached_from, error=t.error,
         worker_pid=t.worker_pid, resumed_from_step=t.resumed_from_step,
-        started_at=t.started_at, finished_at=t.finished_at,
+        started_at=t.started_at, finished_at=t.finished_at, history=history,
     )
 
 
-def _experiment_view(e: Experiment) -> ExperimentView:
+def _experiment_view(e: Experiment, with_history: bool = False) -> ExperimentView:
     view = ExperimentView(
         id=e.id, name=e.name, description=e.description, spec=e.spec, design=e.design,
         baseline=e.baseline, primary_metric=e.primary_metric, created_at=e.created_at,
@@ -261,7 +274,7 @@ def _experiment_view(e: Experiment) -> ExperimentView:
         view.variants.append(VariantView(
             name=v.name, position=v.position, levels=dict(v.levels), overrides=v.overrides,
             config=v.config, config_hash=v.config_hash,
-            trials=[_trial_view(t) for t in v.trials],
+            trials=[_trial_view(t, with_history) for t in v.trials],
         ))
     return view
 
@@ -395,6 +408,7 @@ class Store:
                         trial.state = TrialState.CACHED
                         trial.cached_from = src.id
                         trial.metrics = dict(src.metrics or {})
+                        trial.history = src.history
                         trial.mlflow_run_id = src.mlflow_run_id
                         trial.mlflow_experiment_id = src.mlflow_experiment_id
                         trial.step = trial.total_steps = src.total_steps
@@ -414,12 +428,19 @@ class Store:
         )
         return {t.trial_key: t for t in rows}
 
-    def get_experiment(self, exp_id: str) -> ExperimentView:
+    def get_experiment(self, exp_id: str, *, with_history: bool = False) -> ExperimentView:
+        """The experiment with its variants and trials, in three queries whatever its size.
+
+        ``with_history`` also loads each trial's learning curves (only /compare needs them).
+        """
+        trials = selectinload(Experiment.variants).selectinload(Variant.trials)
+        if with_history:
+            trials = trials.options(undefer(Trial.history))
         with self.session() as s:
-            exp = s.get(Experiment, exp_id)
+            exp = s.get(Experiment, exp_id, options=[trials])
             if exp is None:
                 raise NotFound(exp_id)
-            return _experiment_view(exp)
+            return _experiment_view(exp, with_history)
 
     def list_experiments(self, limit: int = 100) -> list[ExperimentView]:
         with self.session() as s:
@@ -533,13 +554,20 @@ class Store:
             t.metrics = {**(t.metrics or {}), **{k: float(v) for k, v in metrics.items()}}
 
     def mark_finished(self, trial_id: int, *, metrics: dict[str, float], mlflow_run_id: str,
-                      mlflow_experiment_id: str | None, steps: int) -> bool:
+                      mlflow_experiment_id: str | None, steps: int,
+                      history: dict[str, list[tuple[int, float]]] | None = None) -> bool:
+        """A trial's final result; ``history`` (its learning curves) feeds /compare's plots."""
         with self.session() as s:
             t = self._trial(s, trial_id)
             if t.state not in ACTIVE_STATES:
                 return False
             t.state = TrialState.FINISHED
             t.metrics = {k: float(v) for k, v in metrics.items()}
+            if history is not None:
+                t.history = {  # finite points only: NaN is not JSON (PostgreSQL refuses it)
+                    k: [[int(st), float(v)] for st, v in pts if math.isfinite(v)]
+                    for k, pts in history.items()
+                }
             t.mlflow_run_id = mlflow_run_id
             t.mlflow_experiment_id = mlflow_experiment_id
             t.step = steps

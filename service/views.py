@@ -1,0 +1,148 @@
+"""The one place where the store's experiment becomes the analysis' input, and where /compare's
+query values are checked.
+
+``service.analysis`` is pure and knows nothing of the store, and the store knows nothing of
+statistics; this module maps one onto the other (variants in spec order with their factor
+levels, the spec's baseline and metrics, each trial's metrics, learning curve and MLflow run
+link), so the API, the CLI-facing routes and the supervisor's MLflow artifacts all analyse the
+same thing. No SQL (that is ``service.store``) and no HTTP (that is ``service.api``) here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from service import analysis as an
+from service import report
+from service.settings import Settings
+from service.specs import AblationSpec
+from service.store import ExperimentView as StoredExperiment
+from service.store import Store, TrialView
+
+Format = Literal["json", "markdown", "csv", "latex", "html", "png"]
+CiMethod = Literal["t", "bootstrap"]
+
+ARTIFACT_DIR = "compare"
+"""Folder of the comparison artifacts on the experiment's MLflow parent run."""
+
+# analyze() names its arguments in its ValueErrors; the query parameter each one comes from.
+_QUERY_FIELD = {
+    "baseline": "baseline", "alpha": "alpha", "correction": "correction", "ci_method": "ci",
+    "n_boot": "ci", "bootstrap_method": "ci",
+}
+
+
+@dataclass(frozen=True)
+class CompareQuery:
+    """What a client may choose about a comparison (the /compare query, the CLI's options)."""
+
+    baseline: str | None = None
+    alpha: float = 0.05
+    correction: str = "holm"
+    ci: CiMethod = "t"
+
+
+class QueryError(ValueError):
+    """A comparison option the analysis refused; ``field`` is the query parameter to blame."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def run_url(mlflow_ui_url: str, experiment_id: str | None, run_id: str | None) -> str | None:
+    """Link to a run in the MLflow UI; None when there is no UI URL or no run yet."""
+    if not (mlflow_ui_url and experiment_id and run_id):
+        return None
+    return f"{mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def learning_curve(history: dict[str, list[tuple[int, float]]] | None, metric: str,
+                   eval_split: str) -> list[tuple[int, float]]:
+    """The curve of ``metric`` over training steps, from the trainer's history.
+
+    The trainer logs the final evaluation as ``<metric>`` (one point, on ``eval.split``) and the
+    periodic evaluations as ``val_<metric>`` (on the val split). Only when the final evaluation
+    is on the val split too are both the same quantity, and then they form one curve; a test
+    number is never joined to val numbers.
+    """
+    if not history:
+        return []
+    final = list(history.get(metric, []))
+    if eval_split != "val" or f"val_{metric}" not in history:
+        return final
+    points = dict(history[f"val_{metric}"])
+    points.update(final)
+    return sorted(points.items())
+
+
+def _eval_split(config: dict) -> str:
+    return str((config.get("eval") or {}).get("split", "test"))
+
+
+def analysis_view(exp: StoredExperiment, mlflow_ui_url: str = "") -> an.ExperimentView:
+    """The analysis' input for a stored experiment (load it ``with_history`` for curves)."""
+    spec = AblationSpec.model_validate(exp.spec)
+    primary = spec.metrics.primary
+    trials: list[an.TrialRecord] = []
+    for v in exp.variants:
+        split = _eval_split(v.config)
+        trials.extend(_record(t, v.name, primary, split, mlflow_ui_url) for t in v.trials)
+    return an.ExperimentView(
+        name=exp.name,
+        design=spec.design,
+        variants=[an.VariantView(name=v.name, factor_levels=dict(v.levels))
+                  for v in exp.variants],  # the store keeps spec order (position)
+        baseline=exp.baseline,
+        primary_metric=primary,
+        metrics=list(dict.fromkeys([primary, *spec.metrics.reported])),
+        trials=trials,
+    )
+
+
+def _record(t: TrialView, variant: str, primary: str, split: str, ui: str) -> an.TrialRecord:
+    curve = learning_curve(t.history, primary, split)
+    return an.TrialRecord(
+        variant=variant, seed=t.seed, status=t.state.value,
+        metrics={k: float(v) for k, v in t.metrics.items() if isinstance(v, int | float)},
+        history={primary: curve} if curve else {},
+        mlflow_url=run_url(ui, t.mlflow_experiment_id, t.mlflow_run_id),
+    )
+
+
+def analyze_experiment(exp: StoredExperiment, query: CompareQuery,
+                       mlflow_ui_url: str = "") -> an.Analysis:
+    """``analysis.analyze`` over a stored experiment; a refused option -> :class:`QueryError`."""
+    view = analysis_view(exp, mlflow_ui_url)
+    if query.baseline is not None and query.baseline not in {v.name for v in view.variants}:
+        raise QueryError("baseline", f"{query.baseline!r} is not a variant of this experiment; "
+                         f"expected one of {[v.name for v in view.variants]}")
+    try:
+        return an.analyze(view, baseline=query.baseline, alpha=query.alpha,
+                          correction=query.correction, ci_method=query.ci)
+    except ValueError as err:
+        field = _QUERY_FIELD.get(str(err).split(" ", 1)[0])
+        if field is None:  # not about an option the client chose: a bug, let it surface
+            raise
+        raise QueryError(field, str(err)) from err
+
+
+def compare(store: Store, exp_id: str, fmt: str, query: CompareQuery,
+            settings: Settings) -> tuple[bytes, str]:
+    """(body, media type) of the comparison in ``fmt``. Blocking (SQL, statistics, and for
+    png/html matplotlib for seconds): call it from a worker thread, never the event loop."""
+    exp = store.get_experiment(exp_id, with_history=True)
+    return report.render(analyze_experiment(exp, query, settings.mlflow_ui_url), fmt)
+
+
+def artifacts(a: an.Analysis) -> dict[str, bytes]:
+    """What the MLflow parent run keeps: the table (json, markdown, csv) and the figures."""
+    out = {
+        "analysis.json": report.render(a, "json")[0],
+        "table.md": report.render(a, "markdown")[0],
+        "table.csv": report.render(a, "csv")[0],
+    }
+    out.update(report.render_figures(a))
+    return out
