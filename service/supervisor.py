@@ -32,6 +32,66 @@ from service.store import ACTIVE_STATES, Store, TrialState
 log = logging.getLogger("service.supervisor")
 
 PROGRESS_EVERY_S = 0.5
+CURVE_POINTS = 200
+"""Most points kept per stored learning curve (evenly thinned, first and last kept)."""
+COMPARE_TAG = "ablate.compare_sha256"
+"""Set on the parent run with the digest of the comparison artifacts it holds."""
+
+
+def curves_to_store(history: dict[str, list[tuple[int, float]]], metrics: list[str],
+                    max_points: int = CURVE_POINTS) -> dict[str, list[tuple[int, float]]]:
+    """The part of a trial's history /compare plots: the spec's metrics and their ``val_``
+    evaluations, thinned to ``max_points`` each. The store holds this, not MLflow's full
+    history: /compare over 500 trials must not make 500 calls to MLflow, nor fail when MLflow
+    is down, and every log-step loss curve would bloat each row."""
+    keep = {*metrics, *(f"val_{m}" for m in metrics)}
+    out = {}
+    for key, points in history.items():
+        if key not in keep or not points:
+            continue
+        pts = [(int(st), float(v)) for st, v in points]
+        if len(pts) > max_points:
+            idx = sorted({round(i * (len(pts) - 1) / (max_points - 1)) for i in range(max_points)})
+            pts = [pts[i] for i in idx]
+        out[key] = pts
+    return out
+
+
+def log_comparison(store: Store, exp_id: str, settings: Settings) -> bool:
+    """Log the comparison table (json, markdown, csv) and figures on the parent run.
+
+    Idempotent: fixed artifact paths under ``compare/`` are overwritten, and a parent run whose
+    ``ablate.compare_sha256`` tag already matches is left alone, so a restarted job neither
+    duplicates nor rewrites them. Returns whether anything was logged.
+    """
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from service import views
+
+    exp = store.get_experiment(exp_id, with_history=True)
+    if not exp.mlflow_parent_run_id:
+        return False
+    files = views.artifacts(
+        views.analyze_experiment(exp, views.CompareQuery(), settings.mlflow_ui_url)
+    )
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name])
+    sha = digest.hexdigest()
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    run = client.get_run(exp.mlflow_parent_run_id)
+    if run.data.tags.get(COMPARE_TAG) == sha:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, body in files.items():
+            (Path(tmp) / name).write_bytes(body)
+        client.log_artifacts(exp.mlflow_parent_run_id, tmp, artifact_path=views.ARTIFACT_DIR)
+    client.set_tag(exp.mlflow_parent_run_id, COMPARE_TAG, sha)
+    return True
 
 
 def trial_plan(store: Store, exp_id: str) -> dict[int, dict[str, Any]]:
@@ -120,6 +180,7 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
         store.mark_finished(
             trial_id, metrics=result.metrics, mlflow_run_id=result.mlflow_run_id,
             mlflow_experiment_id=exp_ctx["mlflow_experiment_id"], steps=result.steps,
+            history=curves_to_store(result.history, exp_ctx.get("metrics", [])),
         )
         return {k: float(v) for k, v in result.metrics.items()}
     finally:
@@ -197,6 +258,7 @@ def supervise(exp_id: str, settings: Settings) -> int:
             "mlflow_experiment_name": mlflow_experiment_name(exp),
             "mlflow_parent_run_id": exp.mlflow_parent_run_id,
             "max_retries": settings.max_retries,
+            "metrics": list(dict.fromkeys([spec.metrics.primary, *spec.metrics.reported])),
         }
         resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
         trainable = tune.with_resources(
@@ -226,6 +288,10 @@ def supervise(exp_id: str, settings: Settings) -> int:
                 store.mark_failed(t.id, t.error or "the trial ended without a result")
     exp = store.get_experiment(exp_id)
     if not any(t.state in ACTIVE_STATES for t in exp.trials):
+        try:  # before the parent ends, so the finished run already holds its table
+            log_comparison(store, exp_id, settings)
+        except Exception:  # a report must never fail the job whose trials all ran
+            log.exception("experiment %s: logging the comparison to MLflow failed", exp_id)
         Executor(settings, store).end_parent(exp)
     failed = sum(t.state == TrialState.FAILED for t in exp.trials)
     log.info("experiment %s: %s (%d failed)", exp_id, exp.status, failed)

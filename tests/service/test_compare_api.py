@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -259,3 +260,35 @@ def test_history_column_migrates_an_existing_database(tmp_path):
         assert any(t.history for t in store.get_experiment(exp_id, with_history=True).trials)
     finally:
         store.close()
+
+
+def test_comparison_artifacts_on_the_parent_run_once(client, tmp_path):
+    """The supervisor's end-of-job step against a real MLflow (SQLite store, no server)."""
+    from mlflow.tracking import MlflowClient
+
+    from service.supervisor import COMPARE_TAG, curves_to_store, log_comparison
+
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/ml.db",
+                        mlflow_ui_url=MLFLOW_UI)
+    ml = MlflowClient(settings.mlflow_tracking_uri)
+    eid = ml.create_experiment("planted", artifact_location=(tmp_path / "art").as_uri())
+    parent = ml.create_run(eid).info.run_id
+    client.store.set_mlflow(client.exp_id, eid, parent)
+    assert log_comparison(client.store, client.exp_id, settings) is True
+    names = {f.path for f in ml.list_artifacts(parent, "compare")}
+    assert names == {f"compare/{n}" for n in
+                     ("analysis.json", "table.md", "table.csv", "bars.png", "curves.png")}
+    tag = ml.get_run(parent).data.tags[COMPARE_TAG]
+    # a restarted job logs nothing again (same table), and nothing is duplicated
+    assert log_comparison(client.store, client.exp_id, settings) is False
+    assert {f.path for f in ml.list_artifacts(parent, "compare")} == names
+    assert ml.get_run(parent).data.tags[COMPARE_TAG] == tag
+    (tmp_path / "dl").mkdir()
+    md = Path(ml.download_artifacts(parent, "compare/table.md", str(tmp_path / "dl")))
+    assert "| ITC=on,HN=on" in md.read_text(encoding="utf-8")
+    # what the supervisor keeps of a trial's history: the spec's metrics, thinned
+    long = {"mean_recall": [(i, float(i)) for i in range(1000)], "loss": [(1, 1.0)],
+            "val_t2i_r1": [(5, 1.0)]}
+    kept = curves_to_store(long, ["mean_recall", "t2i_r1"], max_points=50)
+    assert set(kept) == {"mean_recall", "val_t2i_r1"} and len(kept["mean_recall"]) == 50
+    assert kept["mean_recall"][0] == (0, 0.0) and kept["mean_recall"][-1] == (999, 999.0)
