@@ -195,19 +195,45 @@ def watch(exp_id: str, url: str | None = typer.Option(None),
     console.print(_status_table(exp))
 
 
+COMPARE_FORMATS = ("json", "markdown", "csv", "latex", "html", "png")
+
+
 @app.command()
 def compare(
     exp_id: str,
-    format: str = typer.Option("markdown", "--format", "-f", help="markdown or json"),
+    format: str = typer.Option(
+        "markdown", "--format", "-f", help="json | markdown | csv | latex | html | png"
+    ),
+    baseline: str | None = typer.Option(None, help="variant to compare against"),
+    alpha: float = typer.Option(0.05, help="significance level (CIs at 1 - alpha)"),
+    correction: str = typer.Option("holm", help="holm, bonferroni, fdr_bh, ... or none"),
+    ci: str = typer.Option("t", help="t or bootstrap"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="write here (png default: <id>-compare.png)"
+    ),
     url: str | None = typer.Option(None),
 ) -> None:
-    """The comparison table: mean ± std per variant over finished seeds."""
+    """The comparison over seeds: means with CIs, deltas vs the baseline, corrected p values."""
+    if format not in COMPARE_FORMATS:
+        err_console.print(f"[red]format[/red]: expected one of {', '.join(COMPARE_FORMATS)}")
+        raise typer.Exit(2)
+    params: dict[str, Any] = {"format": format, "alpha": alpha, "correction": correction,
+                              "ci": ci}
+    if baseline is not None:
+        params["baseline"] = baseline
     with _client(url) as client:
-        out = _check(client.get(f"/experiments/{exp_id}/compare", params={"format": format}))
-    if isinstance(out, str):
-        console.print(out, markup=False, highlight=False, soft_wrap=True)
+        r = client.get(f"/experiments/{exp_id}/compare", params=params)
+    if r.status_code >= 400:
+        _check(r)  # prints the field errors and exits
+    if format == "png" and out is None:
+        out = Path(f"{exp_id}-compare.png")  # never PNG bytes on a terminal
+    if out is not None:
+        out.write_bytes(r.content)
+        err_console.print(f"wrote {out} ({len(r.content)} bytes)")
+    elif format == "json":
+        console.print_json(r.text)
     else:
-        console.print_json(json.dumps(out))
+        console.print(r.text, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
