@@ -1,7 +1,16 @@
-"""Time ``analyze`` + ``render("json")`` on a large planted ablation.
+"""Time ``analyze`` + ``render("json")`` on a large planted ablation, alone and through the API.
 
-100 variants x 5 seeds x 8 metrics (with 20-step learning curves), the size the
-service promises to analyse in well under 200 ms. Not a test: prints the median.
+100 variants x 5 seeds x 8 metrics (with 20-step learning curves), the size the service
+promises to answer in well under 200 ms. Two figures side by side, in one run:
+
+* pure: ``analyze`` + ``render("json")`` on an in-memory view;
+* API: ``GET /experiments/{id}/compare?format=json`` from the real app under uvicorn (a thread
+  on 127.0.0.1, Ray and MLflow pointed at a closed port: /compare needs neither), over a SQLite
+  store holding the same numbers, planted through ``service.store`` as the supervisor writes
+  them. The difference is what loading 500 trials and their curves, building the view and HTTP
+  cost.
+
+Not a test: prints medians.
 
     .venv/bin/python bench/compare.py [--repeats 15] [--design explicit|add_one_in|factorial]
 """
@@ -11,7 +20,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +80,75 @@ def planted_view(
     )
 
 
+def plant_store(view: ExperimentView, data_dir: Path) -> tuple[object, str]:
+    """A store holding ``view``'s trials, written through ``service.store``; (store, id)."""
+    from service.store import NewTrial, NewVariant, Store
+
+    store = Store(f"sqlite:///{data_dir / 'bench.db'}")
+    seeds = sorted({t.seed for t in view.trials})
+    levels = {v.name: v.factor_levels for v in view.variants}
+    spec = {
+        "name": view.name, "design": view.design, "seeds": seeds,
+        "metrics": {"primary": view.primary_metric, "reported": view.metrics},
+    }
+    if view.design == "explicit":
+        spec["variants"] = [{"name": v.name} for v in view.variants]
+    else:  # the spec only needs to say which design; the levels come from the variants
+        spec["factors"] = {f: {"path": "schedule.steps", "levels": [1, 2]}
+                           for f in (view.variants[0].factor_levels or {"A": ""})}
+    exp = store.create_experiment(
+        name=view.name, description="", spec=spec, design=view.design, baseline=view.baseline,
+        primary_metric=view.primary_metric, reuse_cached=False,
+        variants=[
+            NewVariant(name=v.name, levels=levels[v.name], overrides={}, config={},
+                       config_hash="0" * 16,
+                       trials=[NewTrial(seed=s, trial_key=f"{v.name}-{s}") for s in seeds])
+            for v in view.variants
+        ],
+    )
+    by_key = {(t.variant, t.seed): t for t in view.trials}
+    for t in exp.trials:
+        record = by_key[(t.variant, t.seed)]
+        store.mark_running(t.id, worker_pid=1)
+        if record.done:
+            store.mark_finished(t.id, metrics=record.metrics, mlflow_run_id=f"r{t.id}",
+                                mlflow_experiment_id="1", steps=10_000, history=record.history)
+    return store, exp.id
+
+
+@contextmanager
+def serve(store: object, data_dir: Path) -> Iterator[str]:
+    """The real app under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    import uvicorn
+
+    from service.api import create_app
+    from service.settings import Settings
+    from service.stack import free_port
+
+    settings = Settings(data_dir=data_dir, ray_address="http://127.0.0.1:9",
+                        mlflow_tracking_uri="http://127.0.0.1:9",
+                        mlflow_ui_url="http://mlflow:5000")
+    app = create_app(settings, store=store, reconcile=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def time_api(client, exp_id: str, fmt: str = "json") -> tuple[float, int]:
+    start = time.perf_counter()
+    r = client.get(f"/experiments/{exp_id}/compare", params={"format": fmt})
+    r.raise_for_status()
+    return (time.perf_counter() - start) * 1000, len(r.content)
+
+
 def time_once(view: ExperimentView) -> tuple[float, int]:
     start = time.perf_counter()
     body, _ = render(analyze(view), "json")
@@ -90,6 +172,24 @@ def main() -> None:
         f"analyze+render(json) {args.design}: 100 variants x 5 seeds x {len(METRICS)} metrics: "
         f"median {ms:.1f} ms over {args.repeats} runs (min {min(t for t, _ in runs):.1f} ms), "
         f"{runs[0][1] / 1024:.0f} KiB JSON; {ms / GOAL_MS:.2f}x of the {GOAL_MS:.0f} ms goal"
+    )
+    import httpx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        store, exp_id = plant_store(view, Path(tmp))
+        planted_s = time.perf_counter() - start
+        with serve(store, Path(tmp)) as url, httpx.Client(base_url=url, timeout=60) as client:
+            time_api(client, exp_id)  # warm-up
+            api = [time_api(client, exp_id) for _ in range(args.repeats)]
+        store.close()
+    api_ms = statistics.median(t for t, _ in api)
+    print(
+        f"GET /compare?format=json  {args.design}: same numbers from the store "
+        f"(planted in {planted_s:.1f} s) via uvicorn: median {api_ms:.1f} ms over "
+        f"{args.repeats} requests (min {min(t for t, _ in api):.1f} ms), "
+        f"{api[0][1] / 1024:.0f} KiB; {api_ms / GOAL_MS:.2f}x of the {GOAL_MS:.0f} ms goal; "
+        f"{api_ms / ms:.2f}x the pure figure"
     )
 
 
