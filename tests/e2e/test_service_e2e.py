@@ -60,10 +60,17 @@ def test_grid_runs_to_finished_then_resubmit_is_cached(api, mlflow):
 
     cmp = api.get(f"/experiments/{exp['id']}/compare").json()
     assert [v["name"] for v in cmp["variants"]] == created["variants"]
-    assert all(v["metrics"]["mean_recall"]["n"] == 1 for v in cmp["variants"])
-    assert all(v["metrics"]["mean_recall"]["mean"] is not None for v in cmp["variants"])
+    cells = [v["cells"]["mean_recall"] for v in cmp["variants"]]
+    assert all(c["n"] == 1 and c["mean"] is not None and c["ci"] is None for c in cells)
+    assert len(cmp["curves"]) == 4  # the trials' learning curves reached the store
     md = api.get(f"/experiments/{exp['id']}/compare", params={"format": "markdown"})
-    assert md.status_code == 200 and "| ITC=on,HN=on |" in md.text
+    assert md.status_code == 200 and "| ITC=on,HN=on" in md.text
+    png = api.get(f"/experiments/{exp['id']}/compare", params={"format": "png"})
+    assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG")
+    # the table and plots are on the parent run, once
+    arts = {f.path for f in mlflow.list_artifacts(parent.info.run_id, "compare")}
+    assert {"compare/analysis.json", "compare/table.md", "compare/table.csv",
+            "compare/bars.png"} <= arts, arts
 
     # The same spec again: every trial is reused, nothing is submitted or trained.
     again = api.post("/experiments", json=GRID).json()
@@ -74,7 +81,7 @@ def test_grid_runs_to_finished_then_resubmit_is_cached(api, mlflow):
     assert all(t["state"] == "cached" and t["attempts"] == 0 for t in trials(exp2))
     assert len(runs_of(mlflow, exp)) == 4
     cmp2 = api.get(f"/experiments/{again['id']}/compare").json()
-    assert cmp2["variants"][0]["metrics"] == cmp["variants"][0]["metrics"]
+    assert cmp2["variants"][0]["cells"] == cmp["variants"][0]["cells"]
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(api, mlflow):
