@@ -122,6 +122,24 @@ def throttled(fn: Callable[[Any], None], every_s: float) -> Callable[[Any], None
     return call
 
 
+def pin_threads_to_assigned_cpus(config: Any) -> None:
+    """Use as many torch threads as CPUs Ray gave the trial (unless the config says).
+
+    Two trials on two cores each spinning two OpenMP threads run ~10x slower than with one
+    thread each (measured on the tiny preset: 3.5 s vs 0.35 s per step).
+    """
+    if config.runtime.threads is not None:
+        return
+    import ray
+    import torch
+
+    try:
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except Exception:  # outside a Ray worker: leave torch's default
+        return
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
     """One attempt of one trial, in a Ray worker: store state around ``run_trial``."""
     from trainer.config import ConfigError, TrainConfig
@@ -144,6 +162,7 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
         except ValidationError as err:
             store.mark_failed(trial_id, f"invalid config: {err}")
             return {"failed": 1.0}
+        pin_threads_to_assigned_cpus(config)
         ckpt = settings.checkpoint_root / exp_ctx["experiment_id"] / trial["trial_key"]
         report = throttled(
             lambda p: store.update_progress(trial_id, p.step, p.total_steps, p.metrics),

