@@ -143,13 +143,13 @@ def pin_threads_to_assigned_cpus(config: Any) -> None:
 def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
     """One attempt of one trial, in a Ray worker: store state around ``run_trial``."""
     from trainer.config import ConfigError, TrainConfig
+    from trainer.data.cache import CACHE_ENV
     from trainer.trial import TrialDiverged, run_trial
 
     settings = Settings()
-    # The trainer caches generated data under ./.ablate/data; a worker's cwd is Ray's, so pin
-    # it inside the service's data dir (each trial has its own worker process).
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    os.chdir(settings.data_dir)
+    # Generated benchmarks and tokenizers are cached once for every trial of the service, not
+    # under whatever working directory Ray gives the worker.
+    os.environ[CACHE_ENV] = str(settings.data_dir / "data")
     store = Store(settings.db_url, run_migrations=False)
     trial_id = trial["trial_id"]
     try:

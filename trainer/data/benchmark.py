@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainer.config import DataConfig
-from trainer.data.cache import DEFAULT_DIR, writable_dir
+from trainer.data.cache import default_dir, writable_dir
 from trainer.data.imagefolder import load_imagefolder
 from trainer.data.karpathy import load_karpathy
 from trainer.data.shapes import load_shapes
@@ -27,7 +27,7 @@ def cache_dir(cfg: DataConfig) -> Path:
     """Beside the data: ``root`` (shapes: ``root`` or ``.ablate/data``); a dataset folder
     that cannot be written falls back to ``.ablate/data``."""
     if cfg.dataset == "shapes":
-        return Path(cfg.root) if cfg.root else DEFAULT_DIR
+        return Path(cfg.root) if cfg.root else default_dir()
     return writable_dir(Path(cfg.root) if cfg.root else None)
 
 

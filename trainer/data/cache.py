@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-DEFAULT_DIR = Path(".ablate") / "data"
+CACHE_ENV = "ABLATE_DATA_CACHE"
+
+
+def default_dir() -> Path:
+    """Where generated data and tokenizers go when ``data.root`` names none: ``$ABLATE_DATA_CACHE``
+    (the service points its trials there) or ``.ablate/data`` under the working directory."""
+    return Path(os.environ.get(CACHE_ENV) or Path(".ablate") / "data")
 
 
 def content_hash(payload: Any) -> str:
@@ -48,5 +54,6 @@ def writable_dir(preferred: Path | None) -> Path:
                 return preferred
         except OSError:
             pass
-    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
-    return DEFAULT_DIR
+    fallback = default_dir()
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from trainer.config import DataConfig
-from trainer.data.cache import DEFAULT_DIR, atomic_write, content_hash
+from trainer.data.cache import atomic_write, content_hash, default_dir
 from trainer.data.captions import Form, corrupt, evaluate, full_forms, render_text, sample_form
 from trainer.data.draws import Draws
 from trainer.data.render import render
@@ -183,7 +183,7 @@ GENERATING_FIELDS = ("image_size", "num_train_images", "num_val_images", "num_te
 
 def cache_path(cfg: DataConfig) -> Path:
     key = {f: getattr(cfg, f) for f in GENERATING_FIELDS} | {"version": GENERATOR_VERSION}
-    root = Path(cfg.root) if cfg.root else DEFAULT_DIR
+    root = Path(cfg.root) if cfg.root else default_dir()
     return root / f"shapes-{content_hash(key)}.npz"
 
 
