@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -1076,10 +1076,3 @@ def analyze(
         notes=notes,
     )
 
-
-def iter_comparisons(analysis: Analysis) -> Iterable[Comparison]:
-    """All comparisons (vs baseline, then vs previous) in spec order."""
-    for v in analysis.variants:
-        yield from v.vs_baseline.values()
-    for v in analysis.variants:
-        yield from v.vs_previous.values()

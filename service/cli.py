@@ -31,7 +31,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-FINAL = {"finished", "failed", "cancelled", "cached"}
 DONE_STATUSES = {"finished", "failed", "cancelled"}
 QUICK_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "quick.yaml"
 

@@ -15,10 +15,6 @@ from torch import Tensor
 from trainer.model.pretrainer import Pretrainer
 
 RECALL_KS = (1, 5, 10)
-RETRIEVAL_METRICS = tuple(f"{d}_r{k}" for d in ("t2i", "i2t") for k in RECALL_KS) + (
-    "mean_recall",
-)
-
 
 @dataclass
 class RetrievalResult:

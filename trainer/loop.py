@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class TrainOutcome:
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
 
-class Logger:
+class Logger(Protocol):
     """Where the loop reports scalars; the MLflow run implements it, tests may pass None."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...

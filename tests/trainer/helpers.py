@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from trainer.config import TrainConfig, build_config
 from trainer.model.forward import Batch, VocabInfo
@@ -23,3 +24,13 @@ def random_batch(b: int = 6, length: int = 12, image_ids: list[int] | None = Non
     mask = (ids != VOCAB.pad_id).long()
     img = torch.tensor(image_ids if image_ids is not None else list(range(b)))
     return Batch(torch.randn(b, 3, 32, 32, generator=g), ids, mask, img)
+
+
+def count_calls(modules: dict[str, nn.Module]) -> dict[str, int]:
+    """Forward-call counts per name, filled in as the modules run (compute-cost tests)."""
+    counts: dict[str, int] = {}
+    for name, module in modules.items():
+        module.register_forward_hook(
+            lambda *_, n=name: counts.__setitem__(n, counts.get(n, 0) + 1)
+        )
+    return counts

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.helpers import VOCAB, random_batch, tiny
+from tests.trainer.helpers import VOCAB, count_calls, random_batch, tiny
 from trainer.model.momentum import momentum_update
 from trainer.model.pretrainer import Pretrainer
 from trainer.objectives.itc import itc_loss
@@ -127,7 +127,6 @@ def test_momentum_update_is_an_ema() -> None:
 # ---- switches: an objective that is off has no loss term and runs nothing ------------------
 
 def _calls(pt: Pretrainer) -> dict[str, int]:
-    counts: dict[str, int] = {}
     modules = {
         "vision": pt.model.vision, "text": pt.model.text, "fusion": pt.model.fusion,
         "vision_proj": pt.model.vision_proj, "text_proj": pt.model.text_proj,
@@ -136,11 +135,7 @@ def _calls(pt: Pretrainer) -> dict[str, int]:
         modules["momentum"] = pt.model_m.vision
     for name, obj in pt.objectives.items():
         modules[f"objective_{name}"] = obj
-    for name, module in modules.items():
-        module.register_forward_hook(
-            lambda *_, n=name: counts.__setitem__(n, counts.get(n, 0) + 1)
-        )
-    return counts
+    return count_calls(modules)
 
 
 def _step(**dotted: object) -> tuple[Pretrainer, dict[str, int], dict[str, torch.Tensor]]:

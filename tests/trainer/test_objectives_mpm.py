@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.trainer.helpers import VOCAB, random_batch, tiny
+from tests.trainer.helpers import VOCAB, count_calls, random_batch, tiny
 from trainer.config import ConfigError, build_config
 from trainer.loop import Trainer, train
 from trainer.model.pretrainer import Pretrainer
@@ -59,13 +59,9 @@ def test_patch_mask_rate_and_at_least_one_per_image() -> None:
 # ---- switches ------------------------------------------------------------------------------
 
 def _calls(pt: Pretrainer) -> dict[str, int]:
-    counts: dict[str, int] = {}
     # the final LayerNorm runs in the plain and in the masked/perturbed ViT paths
-    for name, module in {"vision": pt.model.vision.layernorm, "text": pt.model.text,
-                         "fusion": pt.model.fusion}.items():
-        module.register_forward_hook(
-            lambda *_, n=name: counts.__setitem__(n, counts.get(n, 0) + 1))
-    return counts
+    return count_calls({"vision": pt.model.vision.layernorm, "text": pt.model.text,
+                        "fusion": pt.model.fusion})
 
 
 def _labelled_batch() -> torch.Tensor:

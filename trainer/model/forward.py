@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -78,12 +78,9 @@ class StepContext:
         self.alpha_ramp = alpha_ramp
         """Fraction (0 to 1) of each objective's distillation alpha in force at this step."""
         self.step = step
-        self.shared: dict[str, float] = {}
-        """Scalars one objective publishes for another (ITC's temperature for hard negatives)."""
         self.objectives: dict[str, nn.Module] = {}
-        """The enabled objectives, for one that reuses another's head (VILLA reads ITM's)."""
-        self.memo: dict[str, Any] = {}
-        """Per-step values keyed by objective-chosen names (shared masked passes)."""
+        """The enabled objectives, for one that reads another's parts (VILLA uses ITM's head,
+        ITM's hard negatives ITC's temperature)."""
 
     # ---- online model ---------------------------------------------------------------------
     @cached_property

@@ -107,7 +107,6 @@ class ITC(Objective):
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         temp = self.current_temp()
-        ctx.shared["itc_temp"] = float(temp.detach())
         ids = ctx.batch.image_ids
         if self.cfg.queue:
             filled = self.idx_queue >= 0  # slots not yet written hold no key

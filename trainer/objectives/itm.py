@@ -74,7 +74,13 @@ class ITM(Objective):
             sim_t2i = ctx.text_feat.detach() @ ctx.image_feat.detach().t()
             sim_i2t = sim_t2i.t()
         with torch.no_grad():
-            temp = ctx.shared.get("itc_temp", self.cfg.hard_negative_temp)
+            itc = ctx.objectives.get("itc")
+            # ITC's temperature as ITC uses it this step (read, never clamped in place here:
+            # ITC's graph holds the parameter)
+            temp = (
+                float(itc.temp.detach().clamp(itc.cfg.temp_min, itc.cfg.temp_max))
+                if itc is not None else self.cfg.hard_negative_temp
+            )
             text_rows, neg_image = sample_negatives(negative_weights(sim_t2i, positives, temp))
             image_rows, neg_text = sample_negatives(negative_weights(sim_i2t, positives, temp))
         # positives, (text, negative image), (negative text, image) in one fusion pass
