@@ -832,6 +832,9 @@ def _effects_from_model(metric, model, anova, name_of, levels, two_level, conf):
     ss_res, df_res = float(resid["sum_sq"]), float(resid["df"])
     params = model.params.to_dict()
     bounds = model.conf_int(alpha=1 - conf).to_dict("index")
+    # Seeds that agree to the last bit leave no residual variance: F would be a division by
+    # (numerically) zero, so no test is possible rather than an absurd certainty.
+    degenerate = not float(model.ssr) > 1e-12 * float(model.centered_tss)
     out: list[FactorEffect] = []
     for term, row in table.items():
         cols = re.findall(r"f\d+", term)
@@ -855,6 +858,10 @@ def _effects_from_model(metric, model, anova, name_of, levels, two_level, conf):
             eff.contrast = _contrast_text(names, levels)
         else:
             eff.note = "multi-level factor: see the F test; no single contrast reported"
+        if degenerate:
+            eff.F = eff.p = eff.partial_eta_sq = None
+            eff.ci = None
+            eff.note = "no residual variance (seeds gave identical values): no test possible"
         out.append(eff)
     return out
 

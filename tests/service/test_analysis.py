@@ -329,6 +329,19 @@ def test_factorial_missing_cell_degrades_gracefully() -> None:
     assert any("interactions up to order 1" in n for n in a.notes)
 
 
+def test_factorial_with_identical_seeds_reports_no_test() -> None:
+    """The demo's case: every seed of each cell agrees exactly, so F is undefined."""
+    levels = {"ITC=off": {"ITC": "off"}, "ITC=on": {"ITC": "on"}}
+    view = make_view(
+        {"ITC=off": {"mean_recall": [5.0, 5.0]}, "ITC=on": {"mean_recall": [4.0, 4.0]}},
+        design="factorial",
+        factor_levels=levels,
+    )
+    (eff,) = [e for e in analyze(view).factor_effects if e.metric == "mean_recall"]
+    assert eff.F is None and eff.p is None
+    assert "no residual variance" in eff.note
+
+
 def test_factorial_without_replicates_is_skipped_with_note() -> None:
     levels = {f"v{i}": {"A": a, "B": b} for i, (a, b) in enumerate([("0", "0"), ("1", "0")])}
     view = make_view(
