@@ -1,15 +1,21 @@
-"""Every spec in experiments/ parses and expands (pure service.specs calls) into valid variants,
-and each variant's config builds its model and objectives (a ConfigError raised only at trial
-start, e.g. VILLA without ITM, would otherwise surface hours into a run)."""
+"""Every spec in experiments/ is accepted by ``POST /experiments?dry_run=true`` on the real app
+under uvicorn (default limits, YAML body as ``ablate submit`` sends it) and stores nothing; it
+expands into valid variants, and each variant's config builds its model and objectives (a
+ConfigError raised only at trial start, e.g. VILLA without ITM, would otherwise surface hours into
+a run)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
+from service.api import create_app
+from service.settings import Settings
 from service.specs import expand, parse_spec
+from tests.service.live_server import serve_app
 from trainer.model.forward import VocabInfo
 from trainer.model.pretrainer import Pretrainer
 
@@ -37,6 +43,33 @@ def test_spec_expands_to_valid_buildable_variants(path: Path) -> None:
         assert cfg.enabled_objectives()
         torch.manual_seed(0)
         Pretrainer(cfg, VOCAB)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(base URL, store): the app with the default spec limits; Ray and MLflow are unreachable
+    on purpose, so a dry run that tried to submit anything would show up as an error."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("dry"), ray_address="http://127.0.0.1:9",
+                        mlflow_tracking_uri="http://127.0.0.1:9")
+    app = create_app(settings, reconcile=False)
+    with serve_app(app) as base:
+        yield base, app.state.store
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_spec_is_accepted_by_a_dry_run_post_over_http(served, path: Path) -> None:
+    base, store = served
+    before = store.counts()
+    r = httpx.post(f"{base}/experiments", params={"dry_run": "true"}, content=path.read_bytes(),
+                   headers={"content-type": "application/yaml"}, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    expansion = expand(parse_spec(path.read_text()))
+    assert [v["name"] for v in out["variants"]] == [v.name for v in expansion.variants]
+    assert out["trials"] == len(expansion.trials) == len(out["variants"]) * len(out["seeds"])
+    assert out["baseline"] == expansion.baseline
+    assert all(len(v["trial_keys"]) == len(out["seeds"]) for v in out["variants"])
+    assert store.counts() == before, "a dry run stores nothing"
 
 
 def _expansion(stem: str):

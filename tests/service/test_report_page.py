@@ -16,19 +16,17 @@ import re
 import select
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from service.api import create_app
 from service.settings import Settings
-from service.stack import free_port
+from tests.service.live_server import serve_app
 from tests.service.test_compare_api import MLFLOW_UI, plant_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,19 +60,8 @@ def served(tmp_path_factory) -> Iterator[tuple[str, str]]:
                         mlflow_tracking_uri="http://127.0.0.1:9", mlflow_ui_url=MLFLOW_UI)
     app = create_app(settings, reconcile=False)
     exp_id = plant_experiment(app.state.store)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", exp_id
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(app) as base:
+        yield base, exp_id
 
 
 def _run_chromium(chromium: str, profile: Path, *args: str, timeout: float = 120
