@@ -3,6 +3,8 @@ tensors, explicit attention maps that match SDPA, and the switch."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,14 +36,19 @@ def test_distributed_projection_is_the_sandwich_product() -> None:
             assert float(got[0, i, k]) == pytest.approx(want, rel=1e-5)
 
 
-def test_iais_loss_is_kl_over_real_words() -> None:
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True) if pi > 0)
+
+
+def test_iais_loss_is_symmetric_kl_over_real_words() -> None:
     a_text = torch.tensor([[[0.7, 0.3, 0.0], [0.4, 0.6, 0.0], [0.5, 0.5, 0.0]]])
     proj = torch.tensor([[[0.2, 0.2, 0.6], [0.5, 0.5, 0.0], [0.9, 0.1, 0.0]]])
     mask = torch.tensor([[1, 1, 0]])  # third word is padding: neither a row nor a key
-    p0 = torch.tensor([0.5, 0.5])  # row 0 renormalised over real keys
-    kl0 = float((torch.tensor([0.7, 0.3]) * (torch.tensor([0.7, 0.3]) / p0).log()).sum())
-    kl1 = float((torch.tensor([0.4, 0.6]) * (torch.tensor([0.4, 0.6]) / 0.5).log()).sum())
-    assert float(iais_loss(a_text, proj, mask)) == pytest.approx((kl0 + kl1) / 2, rel=1e-5)
+    a0, p0 = [0.7, 0.3], [0.5, 0.5]  # row 0 of the projection renormalised over real keys
+    a1, p1 = [0.4, 0.6], [0.5, 0.5]
+    want = (_kl(a0, p0) + _kl(p0, a0) + _kl(a1, p1) + _kl(p1, a1)) / 2
+    assert float(iais_loss(a_text, proj, mask)) == pytest.approx(want, rel=1e-5)
+    assert float(iais_loss(proj, a_text, mask)) == pytest.approx(want, rel=1e-5)  # symmetric
     assert float(iais_loss(a_text, a_text, mask)) == pytest.approx(0.0, abs=1e-6)
 
 

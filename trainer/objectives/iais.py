@@ -10,10 +10,18 @@ block of a single-stream layer), ``A^V`` is projected into the linguistic space:
   and ``Â_ik = A^V_{m(i) m(k)}`` (the paper's singular alignment);
 - ``distributed``: ``Â = A^{LV} A^V (A^{LV})^T`` (every word spreads over image tokens);
 
-``Â`` is renormalised over the caption's tokens and the regulariser is
-``mean_i KL(A^L_i || Â_i)`` over real (non-padding) words, on head-averaged maps of the layer
-the model exposes (ALBEF: last fusion layer + last ViT layer; MoME: the last fusion block's
-one self-attention). SDPA returns no maps, so they are computed explicitly, only when on.
+``Â`` is renormalised over the caption's tokens and the regulariser is the symmetric KL
+``mean_i [KL(A^L_i || Â_i) + KL(Â_i || A^L_i)]`` over real (non-padding) words, on head-averaged
+maps of the layer the model exposes (ALBEF: last fusion layer + last ViT layer; MoME: the last
+fusion block's one self-attention). SDPA returns no maps, so they are computed explicitly, only
+when on.
+
+Checked against the authors' code (lancopku/IAIS, ``UniterEncoder.iais_*``): it sums both KL
+directions, as here. Where this module differs, on purpose: the authors' singular variant
+re-applies a softmax to the gathered attention probabilities (here: renormalised, so Â keeps
+the image's relative weights), their distributed variant uses ``A^{LV} A^{VL}`` (here the
+image's own relations sit in between, which is what "visual relations" means in the paper's
+text), and they drop [CLS]/[SEP] rows (here only padding is dropped).
 """
 
 from __future__ import annotations
@@ -56,13 +64,18 @@ def project_distributed(a_image: Tensor, a_cross: Tensor) -> Tensor:
 
 
 def iais_loss(a_text: Tensor, projected: Tensor, text_mask: Tensor, eps: float = 1e-8) -> Tensor:
-    """``mean_i KL(A^L_i || Â_i)`` over real words, ``Â`` renormalised over real words."""
+    """``mean_i [KL(A^L_i || Â_i) + KL(Â_i || A^L_i)]`` over real words, both renormalised over
+    real words (the authors sum both directions: neither modality is the fixed target)."""
     keys = text_mask[:, None, :].to(projected.dtype)
-    p = projected.float() * keys
-    p = p / p.sum(-1, keepdim=True).clamp_min(eps)
-    a = a_text.float() * keys
-    # a * log(a) with a clamped inside the log: finite gradients where attention is exactly 0
-    kl = (a * (torch.log(a.clamp_min(eps)) - torch.log(p + eps))).sum(-1)  # [B,L]
+
+    def over_words(m: Tensor) -> Tensor:
+        m = m.float() * keys
+        return m / m.sum(-1, keepdim=True).clamp_min(eps)
+
+    a, p = over_words(a_text), over_words(projected)
+    # x * log(x) with x clamped inside the log: finite gradients where attention is exactly 0
+    log_a, log_p = torch.log(a.clamp_min(eps)), torch.log(p.clamp_min(eps))
+    kl = (a * (log_a - log_p)).sum(-1) + (p * (log_p - log_a)).sum(-1)  # [B,L]
     rows = text_mask.bool()
     return kl[rows].mean()
 
