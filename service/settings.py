@@ -2,8 +2,9 @@
 
 One machine needs no configuration at all: the defaults point at the embedded stack that
 ``ablate serve`` starts (SQLite under the data dir, MLflow on :5000, Ray's dashboard on :8265).
-A cluster deployment changes URLs only: a PostgreSQL ``db_url``, a remote MLflow server, a Ray
-cluster's dashboard address.
+A cluster deployment changes URLs only: a PostgreSQL ``db_url``
+(``postgresql+psycopg://user@host:port/db``, psycopg 3), a remote MLflow server, a Ray cluster's
+dashboard address.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 The controller, the Ray job's supervisor and every trial worker write here directly with the same
 URL, so each write is a short transaction. SQLite runs in WAL mode with a busy timeout and takes
 its write lock up front (``BEGIN IMMEDIATE``), so concurrent writers from several processes wait
-their turn instead of failing; a PostgreSQL URL works unchanged.
+their turn instead of failing. On PostgreSQL (tested against a private cluster) writers run
+concurrently, so a transition locks the row it reads (``Store._trial``) and migrations take an
+advisory lock.
 
 The store, not Ray Tune's saved state, decides what still has to run: ``runnable_trials`` is what
 a (re)submitted job trains, and trial state transitions are guarded so that a late write from a
@@ -13,6 +15,7 @@ stopped worker cannot resurrect a cancelled or finished trial.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import secrets
 from collections.abc import Iterator
@@ -52,6 +55,8 @@ from sqlalchemy.orm import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x61626C617465  # "ablate"
+"""PostgreSQL advisory lock held while migrating (see migrations/env.py); per database."""
 
 
 class TrialState(enum.StrEnum):
@@ -85,6 +90,13 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# Names a spec generates have no length bound: a factorial variant's name joins every factor's
+# level label, and the primary metric is whatever the spec says. SQLite never enforces VARCHAR
+# lengths; PostgreSQL does (it refused such a spec), so there these columns are TEXT (0003).
+_NAME = String(200).with_variant(Text(), "postgresql")
+_METRIC = String(100).with_variant(Text(), "postgresql")
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -97,8 +109,8 @@ class Experiment(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     design: Mapped[str] = mapped_column(String(32))
-    baseline: Mapped[str] = mapped_column(String(200))
-    primary_metric: Mapped[str] = mapped_column(String(100))
+    baseline: Mapped[str] = mapped_column(_NAME)
+    primary_metric: Mapped[str] = mapped_column(_METRIC)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=_now)
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -121,7 +133,7 @@ class Variant(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(_NAME)
     levels: Mapped[dict[str, Any]] = mapped_column(JSON)
     overrides: Mapped[dict[str, Any]] = mapped_column(JSON)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -301,10 +313,31 @@ class NotFound(LookupError):
 
 # ---- engine -----------------------------------------------------------------------------
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_without_nan(value: Any) -> str:
+    """JSON for server databases: NaN and infinities become ``null``.
+
+    Python writes them as the bare tokens ``NaN``/``Infinity``, which are not JSON, and
+    PostgreSQL rejects the whole row: one NaN in a progress report would fail the write.
+    SQLite stores and returns the tokens unchanged, so its engine keeps the default serializer.
+    """
+    return json.dumps(_finite(value), allow_nan=False)
+
+
 def make_engine(url: str) -> Engine:
     """An engine; for SQLite: WAL, a 30 s busy timeout, foreign keys, write lock taken at BEGIN."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_serializer=_json_without_nan)
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -328,11 +361,17 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest Alembic revision (the migrations ship in the package)."""
+def alembic_config(url: str) -> AlembicConfig:
+    """Alembic's config for ``url`` with the packaged migrations (no alembic.ini needed)."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest Alembic revision (the migrations ship in the package)."""
+    cfg = alembic_config(url)
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
@@ -341,6 +380,10 @@ def migrate(url: str) -> None:
             conn.commit()
     finally:
         engine.dispose()
+
+
+_ROW_LOCK = {"key_share": True}
+"""``SELECT ... FOR NO KEY UPDATE`` on PostgreSQL (see ``Store._trial``)."""
 
 
 def new_experiment_id() -> str:
@@ -612,16 +655,23 @@ class Store:
             return res.rowcount or 0
 
     # ---- helpers ---------------------------------------------------------------------------
+    # Both load a row that the caller then changes based on what it read (a guarded transition,
+    # ``attempts += 1``), so both lock it for the rest of the transaction. On PostgreSQL (READ
+    # COMMITTED) two writers would otherwise both read "running" and both win, or lose an
+    # increment; ``FOR NO KEY UPDATE`` is the lock an UPDATE of non-key columns takes anyway, so
+    # it blocks only such writers, never readers or inserts referencing the row. SQLite has no
+    # row locks and SQLAlchemy renders nothing there: its writers are already serialised by
+    # ``BEGIN IMMEDIATE``.
     @staticmethod
     def _exp(s: Session, exp_id: str) -> Experiment:
-        exp = s.get(Experiment, exp_id)
+        exp = s.get(Experiment, exp_id, with_for_update=_ROW_LOCK)
         if exp is None:
             raise NotFound(exp_id)
         return exp
 
     @staticmethod
     def _trial(s: Session, trial_id: int) -> Trial:
-        t = s.get(Trial, trial_id)
+        t = s.get(Trial, trial_id, with_for_update=_ROW_LOCK)
         if t is None:
             raise NotFound(str(trial_id))
         return t

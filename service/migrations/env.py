@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from service.store import Base
+from service.store import MIGRATION_LOCK_KEY, Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -17,6 +17,12 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Two controllers starting on a fresh database would both create alembic_version
+            # and the tables (one fails on a duplicate key). Serialise them: the lock lasts
+            # until this transaction ends, and the second then finds the schema at head.
+            # (SQLite needs nothing: BEGIN IMMEDIATE already serialises writers.)
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         context.run_migrations()
 
 

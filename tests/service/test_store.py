@@ -1,17 +1,54 @@
-"""The store on a real SQLite file (migrated by Alembic): states, guarded transitions, caching."""
+"""The store on a real database (migrated by Alembic): states, guarded transitions, caching.
+
+Every test taking ``db_url`` or ``store`` runs twice: on a SQLite file (the default deployment)
+and on a fresh database of a private PostgreSQL cluster (a cluster deployment's ``db_url``).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
 
-from service.store import NewTrial, NewVariant, NotFound, Store, TrialState
+from service.store import (
+    MIGRATION_LOCK_KEY,
+    Base,
+    NewTrial,
+    NewVariant,
+    NotFound,
+    Store,
+    TrialState,
+    alembic_config,
+    make_engine,
+    migrate,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """An empty database's URL; PostgreSQL's cluster starts only when a test gets here."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ablate.db'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'ablate.db'}")
+def store(db_url):
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -119,8 +156,8 @@ def test_not_found(store):
         store.get_experiment("exp-nope")
 
 
-def test_migrations_are_idempotent_and_state_survives(tmp_path):
-    url = f"sqlite:///{tmp_path / 'x.db'}"
+def test_migrations_are_idempotent_and_state_survives(db_url):
+    url = db_url
     s1 = Store(url)
     exp = make(s1)
     s1.close()
@@ -130,6 +167,219 @@ def test_migrations_are_idempotent_and_state_survives(tmp_path):
     s2.close()
 
 
-def test_sqlite_runs_in_wal_mode(store):
-    with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'ablate.db'}")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.close()
+
+
+# ---- migrations on both dialects -----------------------------------------------------------
+
+def _schema_diff(url: str) -> list:
+    """What autogenerate would change to make the migrated schema match the ORM models."""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def _changes(url: str) -> set[tuple[str, ...]]:
+    """The schema diff as (operation, table, column) triples."""
+    out: set[tuple[str, ...]] = set()
+    for entry in _schema_diff(url):
+        for op in entry if isinstance(entry, list) else [entry]:
+            if op[0] == "add_column":
+                out.add((op[0], op[2], op[3].name))
+            elif op[0] == "modify_type":
+                out.add((op[0], op[2], op[3]))
+            else:
+                out.add((op[0], repr(op[1:])))
+    return out
+
+
+def test_migrations_build_the_models_schema(db_url):
+    migrate(db_url)
+    assert _schema_diff(db_url) == []
+
+
+def test_downgrade_to_base_and_upgrade_again(db_url):
+    s = Store(db_url)
+    make(s)
+    long_id = make_long(s)
+    s.close()
+    cfg = alembic_config(db_url)
+    # Step down one revision at a time; the comparison with the models sees what each undid.
+    command.downgrade(cfg, "0002")
+    widened = {("modify_type", "variants", "name"), ("modify_type", "experiments", "baseline"),
+               ("modify_type", "experiments", "primary_metric")}
+    undone = widened if db_url.startswith("postgresql") else set()  # 0003 is PostgreSQL-only
+    assert _changes(db_url) == undone
+    s = Store(db_url, run_migrations=False)  # long names are cut to fit on PostgreSQL, not lost
+    name = s.get_experiment(long_id).variants[0].name
+    assert name == (LONG_NAME[:200] if db_url.startswith("postgresql") else LONG_NAME)
+    s.close()
+    command.downgrade(cfg, "0001")
+    assert _changes(db_url) == undone | {("add_column", "trials", "history")}
+    command.downgrade(cfg, "base")
+    assert _tables(db_url) == {"alembic_version"}
+    migrate(db_url)
+    assert _schema_diff(db_url) == []
+    s = Store(db_url)
+    assert s.counts() == {"experiments": 0, "variants": 0, "trials": 0}
+    assert make(s).status == "pending"
+    s.close()
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+# ---- concurrent writers on PostgreSQL ------------------------------------------------------
+# SQLite serialises writers (BEGIN IMMEDIATE takes the write lock up front); PostgreSQL runs
+# them concurrently under READ COMMITTED, so a guarded transition that reads the state and then
+# writes must lock the row it read. These races are made deterministic by holding the trial's
+# row lock from a third connection until every contender is queued behind it.
+
+def _race(url: str, trial_id: int, *calls: Callable[[Store], Any]) -> list[Any]:
+    """Run each call on its own Store at once, all queued on the trial's row; their results."""
+    stores = [Store(url, run_migrations=False) for _ in calls]
+    blocker = make_engine(url)
+    try:
+        with blocker.connect() as holder, blocker.connect() as watcher, \
+                ThreadPoolExecutor(len(calls)) as pool:
+            holder.execute(text("SELECT id FROM trials WHERE id = :i FOR UPDATE"), {"i": trial_id})
+            futures = [pool.submit(call, st) for call, st in zip(calls, stores, strict=True)]
+            deadline = time.monotonic() + 30
+            while _lock_waiters(watcher) < len(calls):
+                assert time.monotonic() < deadline, "the contenders never queued on the row"
+                assert not any(f.done() for f in futures), [f.result() for f in futures]
+                time.sleep(0.02)
+            holder.commit()  # release: the contenders now go one at a time
+            return [f.result(timeout=30) for f in futures]
+    finally:
+        blocker.dispose()
+        for st in stores:
+            st.close()
+
+
+def _lock_waiters(conn: Connection) -> int:
+    n = conn.execute(text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )).scalar_one()
+    conn.rollback()  # a fresh snapshot next time
+    return n
+
+
+def test_postgres_racing_final_transitions_have_one_winner(pg_url):
+    store = Store(pg_url)
+    trial = make(store).trials[0]
+    store.mark_running(trial.id, worker_pid=1)
+    won = _race(
+        pg_url, trial.id,
+        lambda s: s.mark_finished(trial.id, metrics={"mean_recall": 1.0}, mlflow_run_id="r",
+                                  mlflow_experiment_id=None, steps=3),
+        lambda s: s.mark_failed(trial.id, "worker lost"),
+    )
+    assert sorted(won) == [False, True]
+    got = store.get_trial(trial.id)
+    if won[0]:
+        assert (got.state, got.error, got.metrics) == (TrialState.FINISHED, None,
+                                                        {"mean_recall": 1.0})
+    else:
+        assert (got.state, got.error) == (TrialState.FAILED, "worker lost")
+    store.close()
+
+
+def test_postgres_racing_attempts_are_all_counted(pg_url):
+    store = Store(pg_url)
+    trial = make(store).trials[0]
+    views = _race(pg_url, trial.id, *[
+        (lambda s, pid=pid: s.mark_running(trial.id, worker_pid=pid)) for pid in (11, 12, 13)
+    ])
+    assert sorted(v.attempts for v in views) == [1, 2, 3]
+    got = store.get_trial(trial.id)
+    assert got.attempts == 3 and got.state == TrialState.RUNNING
+    assert got.worker_pid == next(v.worker_pid for v in views if v.attempts == 3)
+    store.close()
+
+
+def test_postgres_concurrent_migrations_take_turns(pg_url):
+    """Controllers starting together on a fresh database: each migration waits for the other.
+
+    Separate processes (Alembic's ``context``/``op`` are process globals, not thread-safe),
+    all queued behind the migration lock held here, then released at once.
+    """
+    code = f"from service.store import migrate; migrate({pg_url!r})"
+    engine = make_engine(pg_url)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        with engine.connect() as holder, engine.connect() as watcher:
+            holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, text=True,
+                                      stderr=subprocess.PIPE) for _ in range(3)]
+            deadline = time.monotonic() + 60
+            while _lock_waiters(watcher) < len(procs):
+                assert time.monotonic() < deadline, "the migrations never queued on the lock"
+                done = [p for p in procs if p.poll() is not None]  # none may pass the lock
+                assert not done, [p.communicate()[1] for p in done]
+                time.sleep(0.05)
+            holder.commit()
+            errors = [p.communicate(timeout=60)[1] for p in procs]
+            assert [p.returncode for p in procs] == [0] * len(procs), errors
+    finally:
+        engine.dispose()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert _schema_diff(pg_url) == []
+
+
+def test_non_finite_metrics_are_stored(store):
+    """NaN/inf are not JSON: SQLite keeps Python's tokens, PostgreSQL gets null (not an error)."""
+    trial = make(store).trials[0]
+    store.mark_running(trial.id, worker_pid=1)
+    store.update_progress(trial.id, 1, 2, {"loss": float("nan"), "gain": float("-inf"),
+                                           "lr": 0.5})
+    got = store.get_trial(trial.id).metrics
+    assert got["lr"] == 0.5
+    if store.engine.dialect.name == "sqlite":
+        assert math.isnan(got["loss"]) and got["gain"] == float("-inf")
+    else:
+        assert got["loss"] is None and got["gain"] is None
+    assert store.mark_finished(trial.id, metrics={"mean_recall": float("nan")},
+                               mlflow_run_id="r", mlflow_experiment_id=None, steps=2)
+
+
+LONG_NAME = ",".join(f"objectives.f{i}.weight=0.{i}" for i in range(20))  # ~460 characters
+LONG_METRIC = "val_" + "x" * 150
+
+
+def make_long(store: Store) -> str:
+    """An experiment whose variant, baseline and primary metric have long names; its id."""
+    return store.create_experiment(
+        name="long", description="", spec={}, design="factorial", baseline=LONG_NAME,
+        primary_metric=LONG_METRIC,
+        variants=[NewVariant(LONG_NAME, {"X": LONG_NAME}, {}, {}, "h",
+                             [NewTrial(seed=0, trial_key="k")])],
+    ).id
+
+
+def test_generated_names_of_any_length_are_stored(store):
+    """A factorial variant's name joins every factor's level label, so it has no length bound
+    (nor has the spec's primary metric); SQLite never enforced VARCHAR lengths, PostgreSQL does.
+    """
+    got = store.get_experiment(make_long(store))
+    assert (got.baseline, got.primary_metric, got.variants[0].name) == (
+        LONG_NAME, LONG_METRIC, LONG_NAME)
