@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: install demo test test-fast lint bench serve clean
+.PHONY: install demo test test-fast lint bench reproduce serve clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: install
 	$(BIN)/python bench/trainer.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/compare.py
+
+reproduce: install  # ALBEF Table 1 in miniature through the service (~25 min on 2 cores)
+	$(BIN)/python bench/reproduce.py
 
 serve: install
 	$(BIN)/ablate serve

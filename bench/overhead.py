@@ -13,11 +13,13 @@ parallel speed-up of Tune and of the service over the loop (goal: a real speed-u
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -81,13 +83,36 @@ def _tune_trial(params: dict, tracking_uri: str, steps: int, work: str) -> None:
     from trainer.trial import run_trial
 
     seed = params["seed"]
+    started = time.time()  # after the imports, where the service's trial marks itself running
     result = run_trial(config(steps, str(Path(work) / "cache")), seed, tracking_uri=tracking_uri,
                        experiment_name="bench-tune", run_name=f"tune seed={seed}",
                        checkpoint_dir=Path(work) / "tune" / str(seed))
-    tune.report(result.metrics)
+    tune.report({**result.metrics, "wall_started": started, "wall_finished": time.time()})
 
 
-def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> float:
+class Timeline(NamedTuple):
+    """Where the wall time went: before the first trial started, inside the trials, after."""
+
+    wall: float
+    startup: float  # submit -> first trial running (job, driver, Tune, worker, imports)
+    in_trial: float  # mean time a trial spent running (after its imports)
+    tail: float  # last trial done -> seen as done by the caller
+
+    def line(self, name: str, n: int) -> str:
+        return (f"  {name:<8} {self.wall:7.1f} s  ({self.wall / n:.2f} s per trial; startup "
+                f"{self.startup:.1f} s, {self.in_trial:.1f} s inside each trial, "
+                f"tail {self.tail:.1f} s)")
+
+
+def timeline(t0: float, t1: float, spans: list[tuple[float, float]]) -> Timeline:
+    """From epoch times: submit ``t0``, done ``t1`` and each trial's (start, end)."""
+    return Timeline(
+        wall=t1 - t0, startup=min(s for s, _ in spans) - t0,
+        in_trial=sum(e - s for s, e in spans) / len(spans), tail=t1 - max(e for _, e in spans),
+    )
+
+
+def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> Timeline:
     import ray
     from mlflow.tracking import MlflowClient
     from ray import tune
@@ -98,39 +123,49 @@ def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str) -> flo
     ray.init(address=gcs, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
-        t0 = time.perf_counter()
+        t0 = time.time()
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trial, tracking_uri=tracking_uri, steps=steps,
                                  work=str(work)),
             {"cpu": 1},
         )
-        tune.Tuner(
+        grid = tune.Tuner(
             trainable, param_space={"seed": tune.grid_search(list(range(n)))},
             run_config=tune.RunConfig(storage_path=str(work / "tune-results"), verbose=0),
         ).fit()
-        return time.perf_counter() - t0
+        t1 = time.time()
+        spans = [(r.metrics["wall_started"], r.metrics["wall_finished"]) for r in grid]
+        return timeline(t0, t1, spans)
     finally:
         ray.shutdown()
 
 
-def run_service(n: int, steps: int, controller: str, work: Path) -> float:
+def run_service(n: int, steps: int, controller: str, work: Path) -> Timeline:
     spec = {
         "name": "bench-service", "design": "explicit", "variants": {"tiny": {}},
         "base": {"preset": "tiny", "set": spec_set(steps, str(work / "cache"))},
         "seeds": n, "resources": {"cpus": 1}, "rerun": True,
     }
     with httpx.Client(base_url=controller, timeout=120) as api:
-        t0 = time.perf_counter()
+        t0 = time.time()
         exp_id = api.post("/experiments", json=spec).raise_for_status().json()["id"]
         while True:
             exp = api.get(f"/experiments/{exp_id}").json()
             if exp["status"] in ("finished", "failed", "cancelled"):
                 break
             time.sleep(0.1)
-        wall = time.perf_counter() - t0
+        t1 = time.time()
     if exp["status"] != "finished":
         raise SystemExit(f"service run ended {exp['status']}: {exp['states']}")
-    return wall
+    trials = [t for v in exp["variants"] for t in v["trials"]]
+    spans = [(_epoch(t["started_at"]), _epoch(t["finished_at"])) for t in trials]
+    return timeline(t0, t1, spans)
+
+
+def _epoch(stamp: str) -> float:
+    """The store's timestamps are UTC (naive in SQLite)."""
+    when = dt.datetime.fromisoformat(stamp)
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def main() -> None:
@@ -150,11 +185,12 @@ def main() -> None:
         gcs = f"127.0.0.1:{settings.ray_gcs_port}"
         warm_up(uri, work)
         loop = run_loop(args.trials, args.steps, uri, work)
-        print(f"  loop     {loop:7.1f} s  ({loop / args.trials:.2f} s per trial)")
-        tune_wall = run_tune(args.trials, args.steps, uri, work, gcs)
-        print(f"  tune     {tune_wall:7.1f} s")
-        service = run_service(args.trials, args.steps, stack.settings.controller_url, work)
-        print(f"  service  {service:7.1f} s")
+        print(f"  loop     {loop:7.1f} s  ({loop / args.trials:.2f} s per trial)", flush=True)
+        tuned = run_tune(args.trials, args.steps, uri, work, gcs)
+        print(tuned.line("tune", args.trials), flush=True)
+        served = run_service(args.trials, args.steps, stack.settings.controller_url, work)
+        print(served.line("service", args.trials), flush=True)
+    tune_wall, service = tuned.wall, served.wall
     over = (service - tune_wall) / args.trials
     print(f"service overhead above plain Tune: {over:+.2f} s per trial (goal <= 1.5 s)")
     print(f"speed-up over the loop: tune x{loop / tune_wall:.2f}, service x{loop / service:.2f}")

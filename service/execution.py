@@ -24,22 +24,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from service.mlflow_names import EXPERIMENT_TAG, ROLE_TAG, mlflow_experiment_name
 from service.settings import Settings
 from service.store import ExperimentView, Store
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENT_TAG = "ablate.experiment_id"
-ROLE_TAG = "ablate.role"
 
 
 class RayUnavailable(RuntimeError):
     """Ray's dashboard (the Jobs API) cannot be reached; nothing was submitted or stopped."""
-
-
-def mlflow_experiment_name(exp: ExperimentView) -> str:
-    return f"{exp.name} [{exp.id}]"
 
 
 class Executor:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from service.run_options import MetricsSpec, Resources
 from trainer.config import (
     ConfigError,
     TrainConfig,
@@ -38,7 +39,6 @@ from trainer.config import (
 
 Design = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
 
-DEFAULT_REPORTED = ["mean_recall", "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"]
 FULL_NAME = "full"
 BASELINE_NAME = "baseline"
 
@@ -145,18 +145,6 @@ class BaseConfigSpec(_Strict):
     preset: str | None = "tiny"
     overrides: dict[str, Any] = Field(default_factory=dict)
     set: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value")
-
-
-class MetricsSpec(_Strict):
-    primary: str = "mean_recall"
-    reported: list[str] = Field(default_factory=lambda: list(DEFAULT_REPORTED))
-
-
-class Resources(_Strict):
-    """What one trial reserves in Ray (fractions allowed)."""
-
-    cpus: float = Field(default=1.0, gt=0.0)
-    gpus: float = Field(default=0.0, ge=0.0)
 
 
 class Budget(_Strict):

@@ -25,8 +25,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.mlflow_names import COMPARE_TAG, mlflow_experiment_name
+from service.run_options import RunOptions
 from service.settings import Settings
-from service.specs import AblationSpec
 from service.store import ACTIVE_STATES, Store, TrialState
 
 log = logging.getLogger("service.supervisor")
@@ -34,8 +35,6 @@ log = logging.getLogger("service.supervisor")
 PROGRESS_EVERY_S = 0.5
 CURVE_POINTS = 200
 """Most points kept per stored learning curve (evenly thinned, first and last kept)."""
-COMPARE_TAG = "ablate.compare_sha256"
-"""Set on the parent run with the digest of the comparison artifacts it holds."""
 
 
 def curves_to_store(history: dict[str, list[tuple[int, float]]], metrics: list[str],
@@ -262,11 +261,9 @@ def supervise(exp_id: str, settings: Settings) -> int:
     import ray
     from ray import tune
 
-    from service.execution import Executor, mlflow_experiment_name
-
     store = Store(settings.db_url, run_migrations=False)
     exp = store.get_experiment(exp_id)
-    spec = AblationSpec.model_validate(exp.spec)
+    options = RunOptions.model_validate(exp.spec)
     plan = trial_plan(store, exp_id)
     log.info("experiment %s: %d runnable trials", exp_id, len(plan))
     if plan:
@@ -277,9 +274,9 @@ def supervise(exp_id: str, settings: Settings) -> int:
             "mlflow_experiment_name": mlflow_experiment_name(exp),
             "mlflow_parent_run_id": exp.mlflow_parent_run_id,
             "max_retries": settings.max_retries,
-            "metrics": list(dict.fromkeys([spec.metrics.primary, *spec.metrics.reported])),
+            "metrics": options.tracked_metrics(),
         }
-        resources = {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus}
+        resources = {"cpu": options.resources.cpus, "gpu": options.resources.gpus}
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources
         )
@@ -288,8 +285,11 @@ def supervise(exp_id: str, settings: Settings) -> int:
             trainable,
             param_space={"trial_id": tune.grid_search(sorted(plan))},
             tune_config=tune.TuneConfig(
-                max_concurrent_trials=spec.max_concurrent_trials,
-                reuse_actors=False,  # a fresh worker per trial: its PID is the trial
+                max_concurrent_trials=options.max_concurrent_trials,
+                # A worker runs trial after trial: torch and the trainer are imported once per
+                # worker, not once per trial. Each attempt records the PID it runs in, so a
+                # killed worker still fails (and retries) exactly the trial it was running.
+                reuse_actors=True,
                 trial_name_creator=lambda t: f"trial_{t.config['trial_id']}",
                 trial_dirname_creator=lambda t: f"trial_{t.config['trial_id']}",
             ),
@@ -311,6 +311,8 @@ def supervise(exp_id: str, settings: Settings) -> int:
             log_comparison(store, exp_id, settings)
         except Exception:  # a report must never fail the job whose trials all ran
             log.exception("experiment %s: logging the comparison to MLflow failed", exp_id)
+        from service.execution import Executor  # MLflow and Ray's job client: only now
+
         Executor(settings, store).end_parent(exp)
     failed = sum(t.state == TrialState.FAILED for t in exp.trials)
     log.info("experiment %s: %s (%d failed)", exp_id, exp.status, failed)
