@@ -90,12 +90,20 @@ def _zoom(ax, values: list[float]) -> None:
 
 
 def draw_curves(ax, a: Analysis) -> None:
-    """Primary metric over training steps: mean line and ±1 std band per variant."""
+    """Primary metric over training steps: mean line and ±1 std band per variant.
+
+    A variant evaluated only once (no validation during training) is a point with a ±1 std bar:
+    a line through one point draws nothing."""
     for curve in a.curves:
         steps = np.array(curve.steps)
         mean = np.array(curve.mean)
         std = np.array([s if s is not None else np.nan for s in curve.std])
-        (line,) = ax.plot(steps, mean, label=curve.variant, linewidth=1.2)
+        if len(steps) == 1:
+            ax.errorbar(steps, mean, yerr=np.nan_to_num(std), fmt="o", capsize=3,
+                        label=curve.variant)
+            continue
+        (line,) = ax.plot(steps, mean, label=curve.variant, linewidth=1.2,
+                          marker="o" if len(steps) <= 10 else None, markersize=3)
         ok = np.isfinite(std)
         ax.fill_between(
             steps[ok],
