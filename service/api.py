@@ -353,6 +353,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             submit_error = f"not submitted yet (the reconciler retries): {err}"
             log.warning("submit %s: %s", exp.id, err)
         exp = store.get_experiment(exp.id)
+        reconciler = getattr(app.state, "reconciler", None)
+        if sid is None and submit_error is None and reconciler is not None:
+            reconciler.wake()  # nothing to run (all cached): log its comparison now
         return CreatedOut(
             id=exp.id, name=exp.name, status=exp.status, baseline=exp.baseline,
             variants=[v.name for v in exp.variants], trials=len(exp.trials),

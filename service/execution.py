@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from service.finalize import finalize
 from service.mlflow_names import EXPERIMENT_TAG, ROLE_TAG, mlflow_experiment_name
 from service.settings import Settings
 from service.store import ExperimentView, Store
@@ -193,14 +194,15 @@ class Executor:
             return n
 
     # ---- reconciliation ---------------------------------------------------------------------
-    def reconcile(self, *, full: bool = False) -> dict[str, str]:
+    def reconcile(self) -> dict[str, str]:
         """Resubmit experiments whose job is gone; end MLflow runs nobody will end.
 
         For each experiment with pending/running/retrying trials: a live job -> nothing to do; a
         cancel that was interrupted -> finish it; no live job -> end its orphaned RUNNING MLflow
         runs (their trials resume them by trial key) and resubmit, at most ``max_job_resubmits``
-        times, after which the remaining trials fail. ``full`` also ends parent runs of
-        experiments that are done. Returns what was done, per experiment.
+        times, after which the remaining trials fail. Each experiment with no active trial left
+        and no live job gets its end-of-experiment step (comparison on the parent run, parent
+        ended) if it has not had it. Returns what was done, per experiment.
         """
         actions: dict[str, str] = {}
         for exp_id in self.store.experiments_with_active_trials():
@@ -227,14 +229,25 @@ class Executor:
                 sid = self.submit(exp_id)
                 actions[exp_id] = f"resubmitted as {sid} ({ended} orphaned runs ended)"
                 log.info("reconcile %s: %s", exp_id, actions[exp_id])
-        if full:
-            for exp in self.store.list_experiments(limit=500):
-                if exp.mlflow_parent_run_id and exp.status not in ("running", "pending"):
-                    try:
-                        self.end_parent(exp)
-                    except MlflowException as err:
-                        log.warning("end parent run of %s: %s", exp.id, err)
+        for exp_id in self.store.experiments_to_finalize():
+            action = self._finalize_unless_job_live(exp_id)
+            if action:
+                actions[exp_id] = action
         return actions
+
+    def _finalize_unless_job_live(self, exp_id: str) -> str | None:
+        """The end-of-experiment step for a done experiment, unless its job is still up (the
+        job does it itself). One experiment's failure never blocks the others."""
+        exp = self.store.get_experiment(exp_id)
+        try:
+            if exp.job_submission_id:
+                status = self.job_status(exp.job_submission_id)
+                if status is not None and not status.is_terminal():
+                    return None
+            return "finalized" if finalize(self, exp_id) else None
+        except Exception as err:  # MLflow or Ray down: the next pass tries again
+            log.warning("finalize %s: %s: %s", exp_id, type(err).__name__, err)
+            return f"finalize failed: {err}"
 
 
 class Reconciler:
@@ -244,6 +257,7 @@ class Reconciler:
         self.executor = executor
         self.interval_s = interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
         self.last: dict[str, str] | None = None
         self.last_error: str | None = None
@@ -253,18 +267,22 @@ class Reconciler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=10)
 
+    def wake(self) -> None:
+        """Run a pass now (e.g. an experiment that was all cached wants its parent run)."""
+        self._wake.set()
+
     def _run(self) -> None:
-        full = True
         while not self._stop.is_set():
+            self._wake.clear()
             try:
-                self.last = self.executor.reconcile(full=full)
+                self.last = self.executor.reconcile()
                 self.last_error = None
-                full = False
             except Exception as err:  # Ray or MLflow not up yet: try again next period
                 self.last_error = f"{type(err).__name__}: {err}"
                 log.warning("reconcile failed: %s", self.last_error)
             if self.interval_s <= 0 and self.last is not None:
                 return
-            self._stop.wait(self.interval_s if self.interval_s > 0 else 2.0)
+            self._wake.wait(self.interval_s if self.interval_s > 0 else 2.0)

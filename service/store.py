@@ -118,6 +118,8 @@ class Experiment(Base):
     job_submission_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
     job_submissions: Mapped[int] = mapped_column(Integer, default=0)
     """How many jobs were submitted; the next one is ``<id>-r<job_submissions>``."""
+    finalized_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    """When the comparison was logged on the MLflow parent run and that run ended."""
 
     variants: Mapped[list[Variant]] = relationship(
         back_populates="experiment", order_by="Variant.position", cascade="all, delete-orphan"
@@ -233,6 +235,7 @@ class ExperimentView:
     mlflow_parent_run_id: str | None
     job_submission_id: str | None
     job_submissions: int
+    finalized_at: datetime | None = None
     variants: list[VariantView] = field(default_factory=list)
 
     @property
@@ -280,7 +283,7 @@ def _experiment_view(e: Experiment, with_history: bool = False) -> ExperimentVie
         baseline=e.baseline, primary_metric=e.primary_metric, created_at=e.created_at,
         cancelled_at=e.cancelled_at, mlflow_experiment_id=e.mlflow_experiment_id,
         mlflow_parent_run_id=e.mlflow_parent_run_id, job_submission_id=e.job_submission_id,
-        job_submissions=e.job_submissions,
+        job_submissions=e.job_submissions, finalized_at=e.finalized_at,
     )
     for v in e.variants:
         view.variants.append(VariantView(
@@ -486,11 +489,32 @@ class Store:
             return _experiment_view(exp, with_history)
 
     def list_experiments(self, limit: int = 100) -> list[ExperimentView]:
+        """Newest first, variants and trials loaded in two more queries (not one per row)."""
+        trials = selectinload(Experiment.variants).selectinload(Variant.trials)
         with self.session() as s:
             rows = s.scalars(
-                select(Experiment).order_by(Experiment.created_at.desc()).limit(limit)
+                select(Experiment).options(trials)
+                .order_by(Experiment.created_at.desc()).limit(limit)
             )
             return [_experiment_view(e) for e in rows]
+
+    def experiments_to_finalize(self) -> list[str]:
+        """Ids of experiments with no active trial left whose end step has not run (cancelled
+        experiments are ended by the cancel itself)."""
+        active = select(Trial.experiment_id).where(Trial.state.in_(ACTIVE_STATES))
+        with self.session() as s:
+            rows = s.scalars(
+                select(Experiment.id).where(
+                    Experiment.finalized_at.is_(None), Experiment.cancelled_at.is_(None),
+                    Experiment.id.not_in(active),
+                ).order_by(Experiment.created_at)
+            )
+            return list(rows)
+
+    def mark_finalized(self, exp_id: str) -> None:
+        with self.session() as s:
+            exp = self._exp(s, exp_id)
+            exp.finalized_at = exp.finalized_at or _now()
 
     def experiments_with_active_trials(self) -> list[str]:
         """Ids of experiments with pending/running/retrying trials (what reconciling looks at)."""

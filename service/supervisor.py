@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.mlflow_names import COMPARE_TAG, mlflow_experiment_name
+from service.mlflow_names import mlflow_experiment_name
 from service.run_options import RunOptions
 from service.settings import Settings
 from service.store import ACTIVE_STATES, Store, TrialState
@@ -54,43 +54,6 @@ def curves_to_store(history: dict[str, list[tuple[int, float]]], metrics: list[s
             pts = [pts[i] for i in idx]
         out[key] = pts
     return out
-
-
-def log_comparison(store: Store, exp_id: str, settings: Settings) -> bool:
-    """Log the comparison table (json, markdown, csv) and figures on the parent run.
-
-    Idempotent: fixed artifact paths under ``compare/`` are overwritten, and a parent run whose
-    ``ablate.compare_sha256`` tag already matches is left alone, so a restarted job neither
-    duplicates nor rewrites them. Returns whether anything was logged.
-    """
-    import hashlib
-    import tempfile
-    from pathlib import Path
-
-    from mlflow.tracking import MlflowClient
-
-    from service import views
-
-    exp = store.get_experiment(exp_id, with_history=True)
-    if not exp.mlflow_parent_run_id:
-        return False
-    files = views.artifacts(
-        views.analyze_experiment(exp, views.CompareQuery(), settings.mlflow_ui_url)
-    )
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name])
-    sha = digest.hexdigest()
-    client = MlflowClient(settings.mlflow_tracking_uri)
-    run = client.get_run(exp.mlflow_parent_run_id)
-    if run.data.tags.get(COMPARE_TAG) == sha:
-        return False
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, body in files.items():
-            (Path(tmp) / name).write_bytes(body)
-        client.log_artifacts(exp.mlflow_parent_run_id, tmp, artifact_path=views.ARTIFACT_DIR)
-    client.set_tag(exp.mlflow_parent_run_id, COMPARE_TAG, sha)
-    return True
 
 
 def trial_plan(store: Store, exp_id: str) -> dict[int, dict[str, Any]]:
@@ -307,13 +270,13 @@ def supervise(exp_id: str, settings: Settings) -> int:
                 store.mark_failed(t.id, t.error or "the trial ended without a result")
     exp = store.get_experiment(exp_id)
     if not any(t.state in ACTIVE_STATES for t in exp.trials):
-        try:  # before the parent ends, so the finished run already holds its table
-            log_comparison(store, exp_id, settings)
-        except Exception:  # a report must never fail the job whose trials all ran
-            log.exception("experiment %s: logging the comparison to MLflow failed", exp_id)
         from service.execution import Executor  # MLflow and Ray's job client: only now
+        from service.finalize import finalize
 
-        Executor(settings, store).end_parent(exp)
+        try:
+            finalize(Executor(settings, store), exp_id)
+        except Exception:  # a report must never fail the job; the reconciler tries again
+            log.exception("experiment %s: the end-of-experiment step failed", exp_id)
     failed = sum(t.state == TrialState.FAILED for t in exp.trials)
     log.info("experiment %s: %s (%d failed)", exp_id, exp.status, failed)
     store.close()

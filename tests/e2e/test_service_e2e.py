@@ -82,6 +82,20 @@ def test_grid_runs_to_finished_then_resubmit_is_cached(api, mlflow):
     assert len(runs_of(mlflow, exp)) == 4
     cmp2 = api.get(f"/experiments/{again['id']}/compare").json()
     assert cmp2["variants"][0]["cells"] == cmp["variants"][0]["cells"]
+    # No job ran it, yet it gets its own MLflow experiment with a finished parent run holding
+    # the comparison (the controller's reconciler, woken by the POST), and no trial runs.
+    exp2 = wait_for(api, again["id"], lambda e: e["mlflow_experiment_id"] is not None,
+                    timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        runs2 = mlflow.search_runs([exp2["mlflow_experiment_id"]])
+        if runs2 and runs2[0].info.status == "FINISHED" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(runs2) == 1 and runs2[0].data.tags["ablate.role"] == "parent"
+    assert runs2[0].info.status == "FINISHED"
+    arts2 = {f.path for f in mlflow.list_artifacts(runs2[0].info.run_id, "compare")}
+    assert "compare/table.md" in arts2, arts2
 
 
 def test_killed_worker_is_retried_from_its_checkpoint(api, mlflow):
