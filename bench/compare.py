@@ -21,7 +21,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,27 +118,17 @@ def plant_store(view: ExperimentView, data_dir: Path) -> tuple[object, str]:
 @contextmanager
 def serve(store: object, data_dir: Path) -> Iterator[str]:
     """The real app under uvicorn on 127.0.0.1 in a thread; yields its base URL."""
-    import uvicorn
 
     from service.api import create_app
     from service.settings import Settings
-    from service.stack import free_port
+    from service.stack import serve_in_thread
 
     settings = Settings(data_dir=data_dir, ray_address="http://127.0.0.1:9",
                         mlflow_tracking_uri="http://127.0.0.1:9",
                         mlflow_ui_url="http://mlflow:5000")
     app = create_app(settings, store=store, reconcile=False)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(app, log_level="error") as base:
+        yield base
 
 
 def time_api(client, exp_id: str, fmt: str = "json") -> tuple[float, int]:

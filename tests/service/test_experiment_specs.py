@@ -15,7 +15,7 @@ import torch
 from service.api import create_app
 from service.settings import Settings
 from service.specs import expand, parse_spec
-from tests.service.live_server import serve_app
+from service.stack import serve_in_thread
 from trainer.model.forward import VocabInfo
 from trainer.model.pretrainer import Pretrainer
 
@@ -52,7 +52,7 @@ def served(tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("dry"), ray_address="http://127.0.0.1:9",
                         mlflow_tracking_uri="http://127.0.0.1:9")
     app = create_app(settings, reconcile=False)
-    with serve_app(app) as base:
+    with serve_in_thread(app) as base:
         yield base, app.state.store
 
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from service.api import create_app
 from service.settings import Settings
-from tests.service.live_server import serve_app
+from service.stack import serve_in_thread
 from tests.service.test_compare_api import MLFLOW_UI, plant_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def served(tmp_path_factory) -> Iterator[tuple[str, str]]:
                         mlflow_tracking_uri="http://127.0.0.1:9", mlflow_ui_url=MLFLOW_UI)
     app = create_app(settings, reconcile=False)
     exp_id = plant_experiment(app.state.store)
-    with serve_app(app) as base:
+    with serve_in_thread(app) as base:
         yield base, exp_id
 
 
