@@ -562,7 +562,8 @@ class Store:
             return res.rowcount or 0
 
     def retry_failed(self, exp_id: str) -> int:
-        """Failed trials -> pending (attempts reset); clears a cancel request. Returns how many."""
+        """Failed trials -> pending (attempts reset); clears a cancel request and the end step
+        (the comparison changes once they finish). Returns how many."""
         with self.session() as s:
             exp = self._exp(s, exp_id)
             res = s.execute(
@@ -573,6 +574,7 @@ class Store:
             n = res.rowcount or 0
             if n:
                 exp.cancelled_at = None
+                exp.finalized_at = None  # open again: its end step runs again when done
             return n
 
     # ---- trials (written by the supervisor and the workers) ---------------------------------

@@ -68,3 +68,20 @@ def test_nothing_is_finalized_while_ray_cannot_say_the_job_is_gone(executor, tmp
     assert actions[exp_id].startswith("finalize failed")
     assert executor.store.get_experiment(exp_id).finalized_at is None
     assert executor.store.experiments_to_finalize() == [exp_id]  # the next pass tries again
+
+
+def test_retry_reopens_a_finalized_experiment(executor, tmp_path):
+    """Retried trials change the table: the end step must run again once they are done."""
+    exp_id = plant_experiment(executor.store, one_seed=None)  # one trial left running
+    _mlflow_experiment_for(executor, exp_id, tmp_path)
+    trial = next(t for t in executor.store.get_experiment(exp_id).trials
+                 if t.state.value == "running")
+    executor.store.mark_failed(trial.id, "boom")
+    assert executor.reconcile() == {exp_id: "finalized"}
+    assert executor.store.retry_failed(exp_id) == 1
+    exp = executor.store.get_experiment(exp_id)
+    assert exp.finalized_at is None and exp_id not in executor.store.experiments_to_finalize()
+    executor.store.mark_running(trial.id, worker_pid=1)
+    executor.store.mark_finished(trial.id, metrics={"mean_recall": 50.0}, mlflow_run_id="r",
+                                 mlflow_experiment_id="7", steps=20)
+    assert executor.store.experiments_to_finalize() == [exp_id]
