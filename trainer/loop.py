@@ -22,7 +22,7 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from trainer.checkpoint import load_latest, rng_state, save_atomic, set_rng_state
 from trainer.config import RuntimeConfig, TrainConfig
-from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_labels
+from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histograms
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
 from trainer.model.forward import Batch, VocabInfo
 from trainer.model.pretrainer import Pretrainer
@@ -159,7 +159,7 @@ class Trainer:
             min_lr_rate=cfg.schedule.min_lr_ratio,
         )
         self.sampler = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
-        self.train_patch_labels = self._patch_labels(self.train_split)
+        self.train_patch_histograms = self._patch_histograms(self.train_split)
         self.step = 0
         self.history: dict[str, list[tuple[int, float]]] = {}
 
@@ -215,26 +215,25 @@ class Trainer:
         return True
 
     # ---- batches ----------------------------------------------------------------------------
-    def _patch_labels(self, split: ImageTextSplit) -> torch.Tensor | None:
-        """[N,C,P] per-image patch labels, computed once (no RNG), only when an enabled
-        objective reads them and the data has label maps."""
-        readers = [o for o in self.pretrainer.objectives.values() if o.needs_patch_labels]
+    def _patch_histograms(self, split: ImageTextSplit) -> torch.Tensor | None:
+        """[N,C,P,K] per-image patch label shares, computed once (no RNG), only when an
+        enabled objective reads them and the data has label maps."""
+        readers = [o for o in self.pretrainer.objectives.values() if o.needs_patch_histograms]
         if not readers or split.label_maps is None:
             return None
-        return patch_labels(split.label_maps, self.cfg.model.vision.patch_size,
-                            readers[0].patch_label_min_foreground)
+        return patch_histograms(split.label_maps, self.cfg.model.vision.patch_size)
 
     def batch(self, idx: torch.Tensor) -> Batch:
         image_ids = self.train_split.caption_image[idx]
         mask = self.train_mask[idx]
         length = int(mask.sum(dim=1).max())  # trim padding every caption of the batch has
-        labels = self.train_patch_labels
+        hist = self.train_patch_histograms
         return Batch(
             self.train_split.load_images(image_ids),
             self.train_ids[idx, :length],
             mask[:, :length],
             image_ids,
-            patch_labels=None if labels is None else labels[image_ids],
+            patch_histograms=None if hist is None else hist[image_ids],
         ).to(self.device)
 
     def micro_batches(self) -> Iterator[Batch]:

@@ -19,8 +19,10 @@ from trainer.data import (
     SHAPES,
     SPECIAL_TOKENS,
     Benchmark,
+    labels_from_histograms,
     load_benchmark,
     load_tokenizer,
+    patch_histograms,
     patch_labels,
     train_tokenizer,
 )
@@ -199,6 +201,22 @@ def test_patch_labels_majority() -> None:
     assert patch_labels(maps, 2, min_foreground=0.25)[0, 0].tolist() == [3, 5, 0, 0]
     with pytest.raises(ValueError):
         patch_labels(maps, 3)
+
+
+def test_patch_histograms_are_pixel_shares() -> None:
+    maps = torch.zeros(1, 2, 4, 4, dtype=torch.uint8)
+    maps[0, 0, :2, :2] = torch.tensor([[3, 3], [3, 0]], dtype=torch.uint8)
+    maps[0, 0, 0, 2] = 5
+    hist = patch_histograms(maps, 2)
+    assert hist.shape == (1, 2, 4, 6) and hist.dtype == torch.float32
+    assert torch.allclose(hist.sum(-1), torch.ones(1, 2, 4))
+    assert hist[0, 0, 0].tolist() == [0.25, 0, 0, 0.75, 0, 0]
+    assert hist[0, 0, 1].tolist() == [0.75, 0, 0, 0, 0, 0.25]
+    assert hist[0, 1, 2].tolist() == [1.0, 0, 0, 0, 0, 0]
+    assert patch_histograms(maps, 2, num_classes=9).shape[-1] == 9
+    with pytest.raises(ValueError, match="num_classes"):
+        patch_histograms(maps, 2, num_classes=4)
+    assert torch.equal(labels_from_histograms(hist, 0.25), patch_labels(maps, 2, 0.25))
 
 
 def test_patch_labels_on_shapes(bench: Benchmark) -> None:

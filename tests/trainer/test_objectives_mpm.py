@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from tests.trainer.helpers import VOCAB, count_calls, random_batch, tiny
 from trainer.config import ConfigError, build_config
+from trainer.data import labels_from_histograms
 from trainer.loop import Trainer, train
 from trainer.model.pretrainer import Pretrainer
 from trainer.objectives.mpm import draw_patch_mask
@@ -64,11 +65,19 @@ def _calls(pt: Pretrainer) -> dict[str, int]:
                         "fusion": pt.model.fusion})
 
 
-def _labelled_batch() -> torch.Tensor:
+def _labelled_batch(mixed: bool = False) -> torch.Tensor:
+    """A random batch whose patches each carry one label per channel (shape 0-6, colour 0-8),
+    as [B,C,P,9] pixel shares; ``mixed`` gives each patch 5/8 of one label and 3/8 of another."""
     b = random_batch()
     g = torch.Generator().manual_seed(2)
-    b.patch_labels = torch.stack([torch.randint(0, 7, (6, 16), generator=g),
-                                  torch.randint(0, 9, (6, 16), generator=g)], dim=1)
+    labels = torch.stack([torch.randint(0, 7, (6, 16), generator=g),
+                          torch.randint(0, 9, (6, 16), generator=g)], dim=1)
+    hist = F.one_hot(labels, 9).float()
+    if mixed:
+        other = torch.stack([torch.randint(0, 7, (6, 16), generator=g),
+                             torch.randint(0, 9, (6, 16), generator=g)], dim=1)
+        hist = 0.625 * hist + 0.375 * F.one_hot(other, 9).float()
+    b.patch_histograms = hist
     return b
 
 
@@ -85,7 +94,7 @@ def test_mpm_off_by_default_costs_nothing() -> None:
     pt, calls, terms = _step()
     assert "loss_mrfr" not in terms and "loss_mrc_kl" not in terms
     assert calls["vision"] == 1 and calls["fusion"] == 2  # as without these objectives
-    assert not any(o.needs_patch_labels for o in pt.objectives.values())
+    assert not any(o.needs_patch_histograms for o in pt.objectives.values())
 
 
 def test_mrfr_on_adds_one_masked_pass_and_learns_its_mask_token() -> None:
@@ -108,10 +117,34 @@ def test_without_conditional_masking_the_caption_is_masked_too() -> None:
 def test_mrc_kl_reads_patch_labels_and_both_channels() -> None:
     pt, _, terms = _step(**{**ONLY_OFF, "objectives.mrc_kl.enabled": True})
     assert set(terms) == {"loss_mrc_kl"}
-    assert pt.objectives["mrc_kl"].needs_patch_labels
+    assert pt.objectives["mrc_kl"].needs_patch_histograms
     assert set(pt.objectives["mrc_kl"].heads) == {"shape", "colour"}
     # untrained: near the uniform-prediction cross-entropy, averaged over the two channels
     assert float(terms["loss_mrc_kl"]) == pytest.approx((math.log(7) + math.log(9)) / 2, rel=0.3)
+
+
+def test_mrc_kl_targets_are_patch_distributions_or_their_labels() -> None:
+    from trainer.model.forward import StepContext
+
+    b = _labelled_batch(mixed=True)
+    hist = b.patch_histograms
+    for target in ("distribution", "label"):
+        pt = Pretrainer(tiny(**{**ONLY_OFF, "objectives.mrc_kl.enabled": True,
+                                "objectives.mrc_kl.target": target}), VOCAB)
+        ctx = StepContext(pt.model, None, b, alpha_ramp=1.0, step=0)
+        shape, colour = (pt.objectives["mrc_kl"].targets(ctx, n) for n in ("shape", "colour"))
+        assert shape.shape == (6, 16, 7) and colour.shape == (6, 16, 9)
+        if target == "distribution":
+            # a mixed patch keeps both of its labels: KL, not cross-entropy against one class
+            assert torch.equal(colour, hist[:, 1])
+            assert torch.equal(shape, hist[:, 0, :, :7])
+            assert bool((colour.max(-1).values < 1).any())
+        else:
+            # the majority label, unless a foreground label covers min_foreground (0.25)
+            want = labels_from_histograms(hist[:, 1], 0.25)
+            assert torch.equal(colour.argmax(-1), want)
+            assert not torch.equal(want, hist[:, 1].argmax(-1))  # the rule mattered here
+            assert bool((colour.max(-1).values == 1).all())
 
 
 def test_mrc_kl_on_real_data_without_teacher_names_the_field() -> None:
@@ -170,16 +203,17 @@ SMALL = {
 def test_loop_fills_patch_labels_only_for_objectives_that_need_them(tmp_path: Path) -> None:
     base = {**SMALL, "data.root": str(tmp_path / "data")}
     plain = Trainer(build_config("tiny", dotted=base), 0, checkpoint_dir=None)
-    assert plain.train_patch_labels is None and plain.batch(torch.arange(4)).patch_labels is None
+    assert plain.train_patch_histograms is None
+    assert plain.batch(torch.arange(4)).patch_histograms is None
     cfg = build_config("tiny", dotted={**base, "objectives.mrc_kl.enabled": True})
     t = Trainer(cfg, 0, checkpoint_dir=None, benchmark=plain.bench)
     batch = t.batch(torch.arange(4))
-    assert batch.patch_labels is not None and batch.patch_labels.shape == (4, 2, 16)
+    assert batch.patch_histograms is not None and batch.patch_histograms.shape[:3] == (4, 2, 16)
     image_ids = t.train_split.caption_image[:4]
-    from trainer.data import patch_labels
+    from trainer.data import patch_histograms
 
-    want = patch_labels(t.train_split.label_maps[image_ids], 8, 0.25)
-    assert torch.equal(batch.patch_labels, want)
+    want = patch_histograms(t.train_split.label_maps, 8)[image_ids]
+    assert torch.equal(batch.patch_histograms, want)
     a = train(cfg, seed=1, benchmark=plain.bench)
     b = train(cfg, seed=1, benchmark=plain.bench)
     assert a.metrics == b.metrics and "final_loss_mrc_kl" in a.metrics

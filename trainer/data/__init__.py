@@ -9,7 +9,7 @@ Typical use::
 """
 
 from trainer.data.benchmark import load_benchmark, load_splits
-from trainer.data.labels import patch_labels
+from trainer.data.labels import labels_from_histograms, patch_histograms, patch_labels
 from trainer.data.scenes import COLOURS, SHAPES, SIZES
 from trainer.data.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 from trainer.data.types import Benchmark, ImageTextSplit
@@ -24,6 +24,8 @@ __all__ = [
     "load_benchmark",
     "load_splits",
     "load_tokenizer",
+    "labels_from_histograms",
+    "patch_histograms",
     "patch_labels",
     "train_tokenizer",
 ]

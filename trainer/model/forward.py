@@ -30,15 +30,16 @@ class Batch:
     """[B,L] 1 for tokens, 0 for padding."""
     image_ids: Tensor
     """[B] which image each pair shows: pairs sharing one are never each other's negatives."""
-    patch_labels: Tensor | None = None
-    """[B,C,P] long per-patch labels (``trainer.data.patch_labels``), filled by the loop only
-    when an enabled objective sets ``needs_patch_labels`` and the data has label maps."""
+    patch_histograms: Tensor | None = None
+    """[B,C,P,K] float share of each label in each patch (``trainer.data.patch_histograms``),
+    filled by the loop only when an enabled objective sets ``needs_patch_histograms`` and the
+    data has label maps."""
 
     def to(self, device: torch.device) -> Batch:
         moved = [t.to(device, non_blocking=True) for t in
                  (self.images, self.input_ids, self.attention_mask, self.image_ids)]
-        labels = None if self.patch_labels is None else self.patch_labels.to(device)
-        return Batch(*moved, patch_labels=labels)
+        hist = None if self.patch_histograms is None else self.patch_histograms.to(device)
+        return Batch(*moved, patch_histograms=hist)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])

@@ -58,10 +58,9 @@ class Objective(nn.Module):
     config_cls: ClassVar[type[ObjectiveConfig]]
     needs_momentum_model: bool = False
     """True when this objective reads the EMA model (queue keys, distillation targets)."""
-    needs_patch_labels: bool = False
-    """True when this objective reads ``batch.patch_labels`` (the loop fills them only then)."""
-    patch_label_min_foreground: float | None = None
-    """``min_foreground`` the loop passes to ``trainer.data.patch_labels`` for this objective."""
+    needs_patch_histograms: bool = False
+    """True when this objective reads ``batch.patch_histograms`` (the loop fills them only
+    then)."""
 
     def __init__(self, cfg: ObjectiveConfig, env: ObjectiveEnv) -> None:
         super().__init__()

@@ -3,12 +3,18 @@
 Predict a class distribution for each masked patch from the fusion path and minimise
 ``KL(c(v_i) || g(v_i^m))`` over masked patches, where the target ``c`` is
 
-- on `shapes`: the patch's label from the per-pixel label maps (``batch.patch_labels``,
-  majority label, or the main foreground label when it covers ``min_foreground`` of the patch),
-  one-hot: the KL is then the cross-entropy. One softmax per label channel (shape, colour);
-  the loss averages the channels used.
+- on `shapes` with ``target: distribution`` (default): the patch's class distribution, the
+  share of its pixels carrying each label in the per-pixel label maps
+  (``batch.patch_histograms``). This is the counterpart of the detector's soft class
+  distribution that UNITER distils: a patch straddling a circle and the background gets
+  a mixed target, not a forced single class.
+- on `shapes` with ``target: label``: the one-hot of the patch's label (majority label, or the
+  main foreground label when it covers ``min_foreground`` of the patch). The KL is then the
+  cross-entropy, i.e. UNITER's MRC (classification against the detector's top class).
 - on real data: a teacher's softmax (UNITER uses the detector's class distribution): a local
   TorchScript file mapping normalised images [B,3,H,W] to per-patch logits [B,P,K].
+
+One softmax per `shapes` label channel (shape, colour); the loss averages the channels used.
 """
 
 from __future__ import annotations
@@ -40,9 +46,15 @@ class MRCKLConfig(MPMConfig):
     labels: Literal["shape", "colour", "both"] = Field(
         default="both", description="`shapes` label channels to predict"
     )
+    target: Literal["distribution", "label"] = Field(
+        default="distribution",
+        description="`shapes` targets: each patch's label distribution (MRC-kl) or the one-hot "
+        "of its label (MRC, cross-entropy)",
+    )
     min_foreground: float | None = Field(
         default=0.25, gt=0.0, le=1.0,
-        description="a foreground label covering this share of a patch labels it (None: majority)",
+        description="target label: a foreground label covering this share of a patch labels it "
+        "(None: majority)",
     )
     teacher: str | None = Field(
         default=None, description="TorchScript teacher: images -> per-patch logits [B,P,K]"
@@ -59,7 +71,7 @@ def mrc_kl_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 @register("mrc_kl", MRCKLConfig)
 class MRCKL(Objective):
-    needs_patch_labels = True
+    needs_patch_histograms = True
 
     def __init__(self, cfg: MRCKLConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
@@ -79,7 +91,6 @@ class MRCKL(Objective):
         else:
             names = ["shape", "colour"] if cfg.labels == "both" else [cfg.labels]
             self.channels = {n: shapes_channels()[n][1] for n in names}
-        self.patch_label_min_foreground = cfg.min_foreground
         self.heads = nn.ModuleDict({
             n: PatchHead(env.vision_dim, k) for n, k in self.channels.items()
         })
@@ -91,11 +102,23 @@ class MRCKL(Objective):
             with torch.no_grad():
                 self.teacher.to(ctx.batch.images.device)
                 return F.softmax(self.teacher(ctx.batch.images).float(), dim=-1)
-        labels = ctx.batch.patch_labels
-        if labels is None:
-            raise RuntimeError("mrc_kl: the batch carries no patch_labels (needs `shapes` data)")
-        channel = shapes_channels()[name][0]
-        return F.one_hot(labels[:, channel], self.channels[name]).float()
+        hist = ctx.batch.patch_histograms
+        if hist is None:
+            raise RuntimeError("mrc_kl: the batch carries no patch_histograms (needs `shapes` "
+                               "data)")
+        channel, k = shapes_channels()[name][0], self.channels[name]
+        shares = hist[:, channel]
+        # the channels share one K (the largest label of any channel, plus one): cut or pad
+        if shares.shape[-1] > k:
+            if bool(shares[..., k:].any()):
+                raise RuntimeError(f"mrc_kl: {name} labels go beyond the head's {k} classes")
+            shares = shares[..., :k]
+        shares = F.pad(shares, (0, k - shares.shape[-1]))  # labels absent from the split
+        if self.cfg.target == "distribution":
+            return shares.float()
+        from trainer.data import labels_from_histograms  # trainer.data imports trainer.config
+
+        return F.one_hot(labels_from_histograms(shares, self.cfg.min_foreground), k).float()
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         mask, states = masked_patch_states(
