@@ -56,27 +56,65 @@ def _run(**dotted: object):
 def test_villa_off_costs_nothing_and_on_reports_its_extra_passes() -> None:
     _, base_calls, off = _run()
     assert "loss_villa" not in off.terms and "villa_extra_forwards" not in off.logs
-    for modality in ("image", "text"):
-        pt, calls, on = _run(**{"objectives.villa.enabled": True,
-                                "objectives.villa.modality": modality,
-                                "objectives.villa.adv_steps": 3})
-        assert "loss_villa" in on.terms and torch.isfinite(on.terms["loss_villa"])
-        assert calls == base_calls + 5 == base_calls + on.logs["villa_extra_forwards"]
-        assert on.logs["villa_extra_backwards"] == 3 and on.logs["villa_seconds"] > 0
-        assert on.logs["villa_delta_norm"] <= 1.0 + 1e-5
-        assert pt.objectives["itm"].head.weight.grad is not None
+    for tasks in (["itm"], ["mlm"], ["itm", "mlm"]):
+        for modality in ("image", "text"):
+            pt, calls, on = _run(**{"objectives.villa.enabled": True,
+                                    "objectives.villa.modality": modality,
+                                    "objectives.villa.tasks": tasks,
+                                    "objectives.villa.adv_steps": 3})
+            assert "loss_villa" in on.terms and torch.isfinite(on.terms["loss_villa"])
+            # per task: 1 clean + 3 ascent + 1 final fusion pass
+            extra = 5 * len(tasks)
+            assert calls == base_calls + extra == base_calls + on.logs["villa_extra_forwards"]
+            assert on.logs["villa_extra_backwards"] == 3 * len(tasks)
+            assert on.logs["villa_seconds"] > 0
+            for t in tasks:
+                assert on.logs[f"villa_delta_norm_{t}"] <= 1.0 + 1e-5
+                assert pt.objectives[t].head.dense.weight.grad is not None if t == "mlm" \
+                    else pt.objectives[t].head.weight.grad is not None
+            assert sum(on.logs[f"villa_loss_{t}"] for t in tasks) == pytest.approx(
+                float(on.terms["loss_villa"]), rel=1e-5)
 
 
-def test_alternate_perturbs_image_then_text() -> None:
+def test_default_tasks_are_the_enabled_ones() -> None:
     pt = Pretrainer(tiny(**{"objectives.villa.enabled": True}), VOCAB)
-    assert [pt.objectives["villa"].modality(s) for s in range(3)] == ["image", "text", "image"]
+    assert pt.objectives["villa"].tasks == ["itm", "mlm"]
+    pt = Pretrainer(tiny(**{"objectives.villa.enabled": True, "objectives.mlm.enabled": False}),
+                    VOCAB)
+    assert pt.objectives["villa"].tasks == ["itm"]
 
 
-def test_villa_needs_itm() -> None:
+@pytest.mark.parametrize("task", ["itm", "mlm"])
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_a_zero_perturbation_gives_the_clean_logits(task: str, modality: str) -> None:
+    """The perturbed path is the clean path plus delta: at delta = 0 it is the same function,
+    so the adversarial term measures the perturbation and nothing else."""
+    from trainer.model.forward import StepContext
+    from trainer.objectives.villa import TASKS
+
+    torch.manual_seed(0)
+    pt = Pretrainer(tiny(), VOCAB).eval()
+    ctx = StepContext(pt.model, None, random_batch(), alpha_ramp=1.0, step=0)
+    ctx.objectives = dict(pt.objectives.items())
+    adv = TASKS[task](ctx, modality)
+    assert adv is not None
+    assert torch.allclose(adv.logits(torch.zeros(adv.delta_shape)), adv.clean, atol=1e-5)
+    if task == "mlm":  # rows are the masked tokens, labels their original ids
+        assert adv.clean.shape == (len(adv.labels), VOCAB.size)
+        assert bool((adv.labels >= 0).all())
+    else:  # positives first, then one negative per caption
+        assert adv.labels.tolist() == [1] * 6 + [0] * 6
+
+
+def test_villa_needs_the_heads_of_its_tasks() -> None:
+    off = {"objectives.itm.enabled": False, "objectives.mlm.enabled": False}
     with pytest.raises(ConfigError) as err:
-        Pretrainer(tiny(**{"objectives.villa.enabled": True, "objectives.itm.enabled": False}),
-                   VOCAB)
+        Pretrainer(tiny(**{"objectives.villa.enabled": True, **off}), VOCAB)
     assert err.value.field == "objectives.villa.enabled"
+    with pytest.raises(ConfigError) as err:
+        Pretrainer(tiny(**{"objectives.villa.enabled": True, "objectives.villa.tasks": ["itm"],
+                           "objectives.itm.enabled": False}), VOCAB)
+    assert err.value.field == "objectives.villa.tasks" and "itm" in str(err.value)
 
 
 def test_villa_runs_on_mome() -> None:

@@ -80,8 +80,8 @@ class StepContext:
         """Fraction (0 to 1) of each objective's distillation alpha in force at this step."""
         self.step = step
         self.objectives: dict[str, nn.Module] = {}
-        """The enabled objectives, for one that reads another's parts (VILLA uses ITM's head,
-        ITM's hard negatives ITC's temperature)."""
+        """The enabled objectives, for one that reads another's parts (VILLA uses ITM's and
+        MLM's heads, ITM's hard negatives ITC's temperature)."""
 
     # ---- online model ---------------------------------------------------------------------
     @cached_property

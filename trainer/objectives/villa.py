@@ -1,29 +1,34 @@
 """VILLA: adversarial training in the embedding space of one modality at a time (Gan et al.
-2020, sec. 3.2, eq. 2-3), as a pretraining term on image-text matching.
+2020, sec. 3.2, eq. 2-3), as a pretraining term on image-text matching and masked language
+modelling (VILLA perturbs every pretraining task; ``tasks`` picks among ITM and MLM).
 
 On each step a perturbation ``delta`` is added to the patch embeddings (image) or the word
-embeddings (text) of the ITM pairs (the batch's positives plus one uniformly drawn negative
-image per caption). ``adv_steps`` K of projected gradient ascent (step ``adv_lr`` along the
-per-token L2-normalised gradient, each token's delta projected onto the L2 ball of radius
-``epsilon``) maximise the adversarial objective; the term is then
+embeddings (text) of each task's inputs: for ITM the batch's positives plus one uniformly drawn
+negative image per caption; for MLM the batch's pairs with a fresh BERT masking of the caption.
+``adv_steps`` K of projected gradient ascent (step ``adv_lr`` along the per-token
+L2-normalised gradient, each token's delta projected onto the L2 ball of radius ``epsilon``)
+maximise the adversarial objective; the term of each task is then
 
-    L = CE(ITM(x + delta), y) + kl_weight * (KL(p_clean || p_adv) + KL(p_adv || p_clean))
+    L = CE(f(x + delta), y) + kl_weight * (KL(p_clean || p_adv) + KL(p_adv || p_clean))
 
-with ``p`` the ITM head's softmax (ITM's own head: needs ``objectives.itm``). The consistency
-is on ITM logits only; MLM predictions are not perturbed (documented limit).
+with ``p`` the task head's softmax: ITM's match head over the pairs, MLM's vocabulary head over
+the masked tokens (the tasks' own heads: ``objectives.itm`` / ``objectives.mlm`` must be on).
+The terms of the tasks are summed.
 
 Deviation: VILLA (like FreeLB) accumulates parameter gradients over the K ascent steps; here the
 ascent only computes gradients with respect to ``delta`` (PGD, Madry et al.) and the parameters
 learn from the final perturbation, which keeps one loss per objective. ``modality: alternate``
 perturbs images on even steps and text on odd steps. Extra compute is logged per step:
-``villa_extra_forwards`` (fusion passes: 1 clean + K ascent + 1 final), ``villa_extra_backwards``
-(K ascent backward passes) and ``villa_seconds`` (wall time of the term).
+``villa_extra_forwards`` (fusion passes: per task 1 clean + K ascent + 1 final),
+``villa_extra_backwards`` (K ascent backward passes per task) and ``villa_seconds`` (wall time
+of the term).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -39,6 +44,7 @@ from trainer.objectives.base import (
     register,
 )
 from trainer.objectives.itm import negative_weights, sample_negatives
+from trainer.objectives.mlm import IGNORE, mask_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,8 +52,15 @@ if TYPE_CHECKING:
     from trainer.model.forward import StepContext
 
 
+Task = Literal["itm", "mlm"]
+
+
 class VILLAConfig(ObjectiveConfig):
     modality: Literal["image", "text", "alternate"] = "alternate"
+    tasks: list[Task] | None = Field(
+        default=None, min_length=1,
+        description="tasks to perturb (None: every enabled one of itm, mlm)",
+    )
     adv_steps: int = Field(default=2, ge=1, description="K: projected gradient ascent steps")
     epsilon: float = Field(default=1.0, gt=0.0, description="L2 bound of each token's delta")
     adv_lr: float = Field(default=0.1, gt=0.0, description="ascent step size")
@@ -88,17 +101,95 @@ def pgd(
     return delta.detach()
 
 
+@dataclass
+class AdversarialTask:
+    """One task's adversarial problem: logits as a function of the perturbation."""
+
+    clean: Tensor
+    """[N,K] logits on the clean inputs (in the graph: the KL term trains them too)."""
+    labels: Tensor
+    """[N] targets of the rows."""
+    logits: Callable[[Tensor], Tensor]
+    """delta -> [N,K] logits on the perturbed inputs."""
+    delta_shape: tuple[int, ...]
+
+
+def perturbed_forward(
+    ctx: StepContext, modality: str, text_ids: Tensor, text_mask: Tensor, text: Tensor,
+    images: Tensor, image: Tensor,
+) -> tuple[Callable[[Tensor], Tensor], tuple[int, ...]]:
+    """(delta -> fused states, delta's shape) with one modality's embeddings perturbed: the
+    patch embeddings of ``images`` or the word embeddings of ``text_ids``."""
+    model = ctx.model
+    if modality == "image":
+        def fused_image(delta: Tensor) -> Tensor:
+            return model.fuse(text, text_mask, model.encode_image(images, image_delta=delta))
+
+        return fused_image, (len(images), image.shape[1] - 1, model.vision_dim)
+
+    def fused_text(delta: Tensor) -> Tensor:
+        adv = model.encode_text(text_ids, text_mask, text_delta=delta * text_mask[..., None])
+        return model.fuse(adv, text_mask, image)
+
+    return fused_text, (len(text_ids), text_mask.shape[1], model.text_dim)
+
+
+def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
+    """ITM over the positives and one random negative image per caption."""
+    b, head = ctx.batch, ctx.objectives["itm"].head
+    with torch.no_grad():
+        rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0))
+    pair_text = torch.cat([torch.arange(len(b), device=rows.device), rows])
+    pair_image = torch.cat([torch.arange(len(b), device=neg.device), neg])
+    mask = b.attention_mask[pair_text]
+    text, image = ctx.text_embeds[pair_text], ctx.image_embeds[pair_image]
+    labels = (torch.arange(len(pair_text), device=mask.device) < len(b)).long()
+    fused, shape = perturbed_forward(ctx, modality, b.input_ids[pair_text], mask, text,
+                                     b.images[pair_image], image)
+    clean = head(ctx.model.fuse(text, mask, image)[:, 0])
+    return AdversarialTask(clean, labels, lambda d: head(fused(d)[:, 0]), shape)
+
+
+def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
+    """MLM on the batch's pairs with a fresh masking; None when no token was masked."""
+    b, mlm = ctx.batch, ctx.objectives["mlm"]
+    ids, labels = mask_tokens(b.input_ids, mlm.env.vocab, mlm.cfg)
+    chosen = labels != IGNORE
+    if not bool(chosen.any()):
+        return None
+    text = ctx.model.encode_text(ids, b.attention_mask)
+    fused, shape = perturbed_forward(ctx, modality, ids, b.attention_mask, text, b.images,
+                                     ctx.image_embeds)
+    clean = mlm.head(ctx.model.fuse(text, b.attention_mask, ctx.image_embeds))[chosen]
+    return AdversarialTask(clean, labels[chosen], lambda d: mlm.head(fused(d))[chosen], shape)
+
+
+TASKS: dict[str, Callable[[StepContext, str], AdversarialTask | None]] = {
+    "itm": itm_task, "mlm": mlm_task,
+}
+
+
 @register("villa", VILLAConfig)
 class VILLA(Objective):
     def __init__(self, cfg: VILLAConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
-        if not env.train.objectives.itm.enabled:
-            from trainer.config import ConfigError  # trainer.config imports this package
+        from trainer.config import ConfigError  # trainer.config imports this package
 
-            raise ConfigError(
-                "objectives.villa.enabled", "VILLA's consistency term reads ITM's head: enable "
-                "objectives.itm too",
-            )
+        enabled = {t for t in TASKS if getattr(env.train.objectives, t).enabled}
+        if cfg.tasks is None:
+            if not enabled:
+                raise ConfigError(
+                    "objectives.villa.enabled", "VILLA perturbs ITM or MLM through their heads: "
+                    "enable objectives.itm or objectives.mlm too",
+                )
+            self.tasks = [t for t in TASKS if t in enabled]
+        else:
+            for t in cfg.tasks:
+                if t not in enabled:
+                    raise ConfigError(
+                        "objectives.villa.tasks", f"{t} is listed but objectives.{t} is off",
+                    )
+            self.tasks = list(dict.fromkeys(cfg.tasks))
 
     def modality(self, step: int) -> str:
         if self.cfg.modality != "alternate":
@@ -107,39 +198,32 @@ class VILLA(Objective):
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         start = time.perf_counter()
-        b, model, head = ctx.batch, ctx.model, ctx.objectives["itm"].head
-        with torch.no_grad():
-            rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0))
-        pair_text = torch.cat([torch.arange(len(b), device=rows.device), rows])
-        pair_image = torch.cat([torch.arange(len(b), device=neg.device), neg])
-        mask = b.attention_mask[pair_text]
-        text, image = ctx.text_embeds[pair_text], ctx.image_embeds[pair_image]
-        labels = (torch.arange(len(pair_text), device=mask.device) < len(b)).long()
-        clean = head(model.fuse(text, mask, image)[:, 0])
-        modality = self.modality(ctx.step)
+        modality, k = self.modality(ctx.step), self.cfg.adv_steps
+        losses, logs, passes = [], {}, 0
+        for name in self.tasks:
+            task = TASKS[name](ctx, modality)
+            if task is None:
+                continue
+            dim = task.delta_shape[-1]
+            delta = (torch.rand(task.delta_shape, device=task.clean.device) * 2 - 1) \
+                * self.cfg.init_mag / math.sqrt(dim)
+            target = task.clean.detach()
 
-        def logits(delta: Tensor) -> Tensor:
-            if modality == "image":
-                adv = model.encode_image(b.images[pair_image], image_delta=delta)
-                return head(model.fuse(text, mask, adv)[:, 0])
-            ids = b.input_ids[pair_text]
-            adv = model.encode_text(ids, mask, text_delta=delta * mask[..., None])
-            return head(model.fuse(adv, mask, image)[:, 0])
+            def objective(d: Tensor, task: AdversarialTask = task, target: Tensor = target
+                          ) -> Tensor:
+                return adversarial_loss(task.logits(d), target, task.labels, self.cfg.kl_weight)
 
-        if modality == "image":
-            shape = (len(pair_image), image.shape[1] - 1, model.vision_dim)
-        else:
-            shape = (len(pair_text), mask.shape[1], model.text_dim)
-        dim = shape[-1]
-        delta = (torch.rand(shape, device=mask.device) * 2 - 1) * self.cfg.init_mag / math.sqrt(dim)
-        target = clean.detach()
-        delta = pgd(lambda d: adversarial_loss(logits(d), target, labels, self.cfg.kl_weight),
-                    delta, self.cfg.adv_steps, self.cfg.adv_lr, self.cfg.epsilon)
-        loss = adversarial_loss(logits(delta), clean, labels, self.cfg.kl_weight)
-        k = self.cfg.adv_steps
-        return ObjectiveOutput(loss, {
-            "villa_extra_forwards": float(k + 2),
-            "villa_extra_backwards": float(k),
+            delta = pgd(objective, delta, k, self.cfg.adv_lr, self.cfg.epsilon)
+            loss = adversarial_loss(task.logits(delta), task.clean, task.labels,
+                                    self.cfg.kl_weight)
+            losses.append(loss)
+            passes += 1
+            logs[f"villa_loss_{name}"] = float(loss.detach())
+            logs[f"villa_delta_norm_{name}"] = float(delta.norm(dim=-1).mean())
+        total = torch.stack(losses).sum() if losses else ctx.image_embeds.sum() * 0.0
+        return ObjectiveOutput(total, {
+            **logs,
+            "villa_extra_forwards": float(passes * (k + 2)),
+            "villa_extra_backwards": float(passes * k),
             "villa_seconds": time.perf_counter() - start,
-            "villa_delta_norm": float(delta.norm(dim=-1).mean()),
         })
