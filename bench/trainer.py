@@ -6,7 +6,12 @@ FlopCounterMode, and achieved FLOP/s divided by the peak of a plain large matmul
 same process, with the same threads and dtype. CPU: tiny and small. CUDA (when present): base in
 bf16 as well.
 
+``--objective-cost`` instead times one training step of the tiny full recipe (ITC + ITM_hard +
+MLM) with each costly add-on switched on, side by side in one process, as a ratio to the step
+without it: what VILLA (per adversarial task) and IAIS add to a trial.
+
     python bench/trainer.py [--presets tiny small] [--steps 20]
+    python bench/trainer.py --objective-cost [--steps 20]
 """
 
 from __future__ import annotations
@@ -98,11 +103,77 @@ def bench_preset(name: str, device: torch.device, steps: int, bf16: bool) -> dic
     }
 
 
+ADD_ONS: dict[str, dict[str, object]] = {
+    "base (ITC+ITM_hard+MLM)": {},
+    "+VILLA on ITM": {"objectives.villa.enabled": True, "objectives.villa.tasks": ["itm"]},
+    "+VILLA on ITM and MLM": {"objectives.villa.enabled": True},
+    "+IAIS": {"objectives.iais.enabled": True},
+    "+VILLA (both) +IAIS": {"objectives.villa.enabled": True, "objectives.iais.enabled": True},
+}
+"""Dotted overrides on top of ``experiments/adversarial_and_alignment.yaml``'s base recipe."""
+
+RECIPE = {"objectives.villa.modality": "alternate", "objectives.villa.adv_steps": 2,
+          "objectives.iais.variant": "singular"}
+
+
+def time_steps(cfg, steps: int) -> tuple[float, dict[str, float]]:  # noqa: ANN001
+    """Seconds per training step on CPU (steps alternate parity, as VILLA's modality does) and
+    the mean of each logged number."""
+    vocab = VocabInfo(size=cfg.data.vocab_size, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1)
+    torch.manual_seed(0)
+    pt = Pretrainer(cfg, vocab)
+    opt = torch.optim.AdamW(pt.parameter_groups(0.02), lr=1e-4)
+    batch = synthetic_batch(cfg, vocab, torch.device("cpu"))
+    logs: dict[str, list[float]] = {}
+
+    def step(i: int) -> None:
+        out = pt(batch, alpha_ramp=1.0, step=i)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        for key, value in out.logs.items():
+            logs.setdefault(key, []).append(float(value))
+
+    for i in range(2):
+        step(i)
+    logs.clear()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    return (time.perf_counter() - t0) / steps, {k: sum(v) / len(v) for k, v in logs.items()}
+
+
+def objective_cost(steps: int) -> list[dict]:
+    """Each add-on's step time as a ratio to the base recipe's, measured in this one run."""
+    rows = []
+    base_s = None
+    for name, sets in ADD_ONS.items():
+        seconds, logs = time_steps(build_config("tiny", dotted={**RECIPE, **sets}), steps)
+        base_s = base_s or seconds
+        rows.append({
+            "variant": name, "ms_per_step": round(seconds * 1e3, 1),
+            "ratio_to_base": round(seconds / base_s, 2),
+            "villa_extra_forwards": logs.get("villa_extra_forwards", 0.0),
+            "villa_extra_backwards": logs.get("villa_extra_backwards", 0.0),
+            "villa_ms": round(logs.get("villa_seconds", 0.0) * 1e3, 1),
+        })
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--presets", nargs="*", default=None)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--objective-cost", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (--objective-cost: 1, as the specs' trials run)")
     args = parser.parse_args()
+    if args.threads or args.objective_cost:
+        torch.set_num_threads(args.threads or 1)
+    if args.objective_cost:
+        print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
+                          "results": objective_cost(args.steps)}, indent=2))
+        return
     rows = []
     cpu = torch.device("cpu")
     for name in args.presets or ["tiny", "small"]:
