@@ -99,7 +99,7 @@ def _tune_trial(params: dict, tracking_uri: str, steps: int, work: str, way: str
     started = time.time()  # after the imports, where the service's trial marks itself running
     worker_created = psutil.Process().create_time()
     result = run_trial(config(steps, str(Path(work) / "cache")), seed, tracking_uri=tracking_uri,
-                       experiment_name="bench-tune", run_name=f"{way} seed={seed}",
+                       experiment_name=f"bench-{way}", run_name=f"{way} seed={seed}",
                        checkpoint_dir=Path(work) / way / str(seed))
     tune.report({**result.metrics, "wall_started": started, "wall_finished": time.time(),
                  "worker_created": worker_created})

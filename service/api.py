@@ -183,7 +183,7 @@ def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
 
 
 def new_variants(expansion: Expansion) -> list[NewVariant]:
-    from trainer.trial import trial_key
+    from trainer.keys import trial_key
 
     return [
         NewVariant(

@@ -4,13 +4,12 @@ interrupted resumes from its checkpoint inside its own MLflow run."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from trainer.config import TrainConfig
+from trainer.keys import code_fingerprint, trial_key
 from trainer.loop import Progress, TrialDiverged, train
 from trainer.tracking import TrialRun, git_commit
 
@@ -18,23 +17,6 @@ TrialProgress = Progress
 __all__ = [
     "TrialDiverged", "TrialProgress", "TrialResult", "code_fingerprint", "run_trial", "trial_key",
 ]
-
-
-@cache
-def code_fingerprint() -> str:
-    """Hash of the trainer's source: a code change gives every trial a new key."""
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def trial_key(config: TrainConfig, seed: int) -> str:
-    """hash(resolved config + seed + trainer code fingerprint): what makes two trials the same."""
-    payload = f"{config.canonical_json()}|seed={seed}|code={code_fingerprint()}"
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 @dataclass
