@@ -121,3 +121,21 @@ def test_villa_runs_on_mome() -> None:
     _, _, out = _run(**{"model.arch": "mome", "objectives.villa.enabled": True,
                         "objectives.villa.modality": "text"})
     assert "loss_villa" in out.terms
+
+
+@pytest.mark.parametrize("scale", ["absolute", "embedding_norm"])
+def test_epsilon_is_absolute_or_a_fraction_of_each_tokens_embedding_norm(scale: str) -> None:
+    """A large step puts every patch's delta on the ball's boundary: radius epsilon, or epsilon
+    times that patch's own embedding norm (random-init embeddings are far from norm 1)."""
+    eps = 0.05
+    _, _, out = _run(**{"objectives.villa.enabled": True, "objectives.villa.tasks": ["itm"],
+                        "objectives.villa.modality": "image", "objectives.villa.adv_lr": 10.0,
+                        "objectives.villa.epsilon": eps,
+                        "objectives.villa.epsilon_scale": scale})
+    norm, ratio = out.logs["villa_delta_norm_itm"], out.logs["villa_delta_ratio_itm"]
+    if scale == "absolute":
+        assert norm == pytest.approx(eps, rel=1e-4)
+        assert ratio != pytest.approx(eps, rel=0.05)  # patch norms are not 1 at init
+    else:
+        assert ratio == pytest.approx(eps, rel=1e-4)
+        assert norm != pytest.approx(eps, rel=0.05)

@@ -101,6 +101,15 @@ class ALBEFModel(nn.Module):
         self.vision_dim = vision_dim
         self.text_dim = text_dim
 
+    def patch_embeddings(self, images: Tensor) -> Tensor:
+        """[B,3,H,W] -> [B,P,Dv]: what ``image_delta`` is added to."""
+        emb = self.vision.embeddings
+        return emb.patch_embeddings(images.to(emb.patch_embeddings.projection.weight.dtype))
+
+    def word_embeddings(self, input_ids: Tensor) -> Tensor:
+        """[B,L] -> [B,L,Dt]: what ``text_delta`` is added to."""
+        return self.text.embeddings.word_embeddings(input_ids)
+
     def encode_image(
         self,
         images: Tensor,
@@ -117,7 +126,7 @@ class ALBEFModel(nn.Module):
         if patch_mask is None and image_delta is None:
             return self.vision(pixel_values=images).last_hidden_state
         emb = self.vision.embeddings
-        x = emb.patch_embeddings(images.to(emb.patch_embeddings.projection.weight.dtype))
+        x = self.patch_embeddings(images)
         if image_delta is not None:
             x = x + image_delta
         if patch_mask is not None:
@@ -136,7 +145,7 @@ class ALBEFModel(nn.Module):
         embeddings (VILLA's perturbation); without it this is the plain BertModel call."""
         if text_delta is None:
             return self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        words = self.text.embeddings.word_embeddings(input_ids) + text_delta
+        words = self.word_embeddings(input_ids) + text_delta
         return self.text(inputs_embeds=words, attention_mask=attention_mask).last_hidden_state
 
     def fuse(self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor) -> Tensor:

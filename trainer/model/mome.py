@@ -127,6 +127,14 @@ class MoMEModel(nn.Module):
         self.vision_dim = self.text_dim = d
 
     # ---- embeddings (the "encoders" of the shared interface) --------------------------------
+    def patch_embeddings(self, images: Tensor) -> Tensor:
+        """[B,3,H,W] -> [B,P,D]: what ``image_delta`` is added to."""
+        return self.patch_embed(images.to(self.patch_embed.weight.dtype)).flatten(2).transpose(1, 2)
+
+    def word_embeddings(self, input_ids: Tensor) -> Tensor:
+        """[B,L] -> [B,L,D]: what ``text_delta`` is added to."""
+        return self.word_embed(input_ids)
+
     def encode_image(
         self,
         images: Tensor,
@@ -135,7 +143,7 @@ class MoMEModel(nn.Module):
         image_delta: Tensor | None = None,
     ) -> Tensor:
         """[B,3,H,W] -> patch embeddings [B,1+P,D] ([CLS] first), + position + image type."""
-        x = self.patch_embed(images.to(self.patch_embed.weight.dtype)).flatten(2).transpose(1, 2)
+        x = self.patch_embeddings(images)
         if image_delta is not None:
             x = x + image_delta
         if patch_mask is not None:
@@ -148,7 +156,7 @@ class MoMEModel(nn.Module):
         self, input_ids: Tensor, attention_mask: Tensor, text_delta: Tensor | None = None
     ) -> Tensor:
         """[B,L] -> word embeddings (+ ``text_delta``) + position + text type, [B,L,D]."""
-        x = self.word_embed(input_ids)
+        x = self.word_embeddings(input_ids)
         if text_delta is not None:
             x = x + text_delta
         pos = self.text_pos(torch.arange(input_ids.shape[1], device=input_ids.device))

@@ -7,7 +7,10 @@ embeddings (text) of each task's inputs: for ITM the batch's positives plus one 
 negative image per caption; for MLM the batch's pairs with a fresh BERT masking of the caption.
 ``adv_steps`` K of projected gradient ascent (step ``adv_lr`` along the per-token
 L2-normalised gradient, each token's delta projected onto the L2 ball of radius ``epsilon``)
-maximise the adversarial objective; the term of each task is then
+maximise the adversarial objective; with ``epsilon_scale: embedding_norm`` the radius, the step
+and the random start are fractions of each token's own embedding norm instead (VILLA's absolute
+radii assume pretrained embeddings with norms near 1; BERT's random init gives 0.02 * sqrt(d)).
+The term of each task is then
 
     L = CE(f(x + delta), y) + kl_weight * (KL(p_clean || p_adv) + KL(p_adv || p_clean))
 
@@ -66,15 +69,21 @@ class VILLAConfig(ObjectiveConfig):
     adv_lr: float = Field(default=0.1, gt=0.0, description="ascent step size")
     init_mag: float = Field(default=0.01, ge=0.0, description="scale of the random start")
     kl_weight: float = Field(default=1.0, ge=0.0, description="weight of the consistency KL")
+    epsilon_scale: Literal["absolute", "embedding_norm"] = Field(
+        default="absolute",
+        description="embedding_norm: epsilon, adv_lr and init_mag are fractions of each "
+                    "token's embedding norm",
+    )
 
 
-def project_l2(delta: Tensor, epsilon: float) -> Tensor:
+def project_l2(delta: Tensor, epsilon: float | Tensor) -> Tensor:
     """Scale each token's vector (last dim) back into the L2 ball of radius ``epsilon``."""
     norm = delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return delta * (epsilon / norm).clamp(max=1.0)
 
 
-def ascent_step(delta: Tensor, grad: Tensor, lr: float, epsilon: float) -> Tensor:
+def ascent_step(delta: Tensor, grad: Tensor, lr: float | Tensor, epsilon: float | Tensor
+                ) -> Tensor:
     """``proj(delta + lr * g / ||g||)`` with per-token norms (FreeLB/VILLA's L2 update)."""
     g = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return project_l2(delta + lr * g, epsilon)
@@ -91,9 +100,11 @@ def adversarial_loss(adv: Tensor, clean: Tensor, labels: Tensor, kl_weight: floa
 
 
 def pgd(
-    loss_fn: Callable[[Tensor], Tensor], delta: Tensor, steps: int, lr: float, epsilon: float
+    loss_fn: Callable[[Tensor], Tensor], delta: Tensor, steps: int, lr: float | Tensor,
+    epsilon: float | Tensor,
 ) -> Tensor:
-    """K steps of projected ascent on ``loss_fn(delta)``; gradients w.r.t. delta only."""
+    """K steps of projected ascent on ``loss_fn(delta)``; gradients w.r.t. delta only.
+    ``lr`` and ``epsilon`` may be per-token tensors ([N,T,1])."""
     for _ in range(steps):
         delta = delta.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(loss_fn(delta), delta)
@@ -112,26 +123,35 @@ class AdversarialTask:
     logits: Callable[[Tensor], Tensor]
     """delta -> [N,K] logits on the perturbed inputs."""
     delta_shape: tuple[int, ...]
+    embedding_norms: Callable[[], Tensor]
+    """() -> [N,T,1] L2 norms of the embeddings delta is added to (no gradient)."""
+
+
+def token_norms(embeddings: Tensor) -> Tensor:
+    return embeddings.detach().norm(dim=-1, keepdim=True)
 
 
 def perturbed_forward(
     ctx: StepContext, modality: str, text_ids: Tensor, text_mask: Tensor, text: Tensor,
     images: Tensor, image: Tensor,
-) -> tuple[Callable[[Tensor], Tensor], tuple[int, ...]]:
-    """(delta -> fused states, delta's shape) with one modality's embeddings perturbed: the
-    patch embeddings of ``images`` or the word embeddings of ``text_ids``."""
+) -> tuple[Callable[[Tensor], Tensor], tuple[int, ...], Callable[[], Tensor]]:
+    """(delta -> fused states, delta's shape, () -> the perturbed embeddings' per-token norms)
+    with one modality's embeddings perturbed: the patch embeddings of ``images`` or the word
+    embeddings of ``text_ids``."""
     model = ctx.model
     if modality == "image":
         def fused_image(delta: Tensor) -> Tensor:
             return model.fuse(text, text_mask, model.encode_image(images, image_delta=delta))
 
-        return fused_image, (len(images), image.shape[1] - 1, model.vision_dim)
+        return (fused_image, (len(images), image.shape[1] - 1, model.vision_dim),
+                lambda: token_norms(model.patch_embeddings(images)))
 
     def fused_text(delta: Tensor) -> Tensor:
         adv = model.encode_text(text_ids, text_mask, text_delta=delta * text_mask[..., None])
         return model.fuse(adv, text_mask, image)
 
-    return fused_text, (len(text_ids), text_mask.shape[1], model.text_dim)
+    return (fused_text, (len(text_ids), text_mask.shape[1], model.text_dim),
+            lambda: token_norms(model.word_embeddings(text_ids)))
 
 
 def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
@@ -144,10 +164,10 @@ def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
     mask = b.attention_mask[pair_text]
     text, image = ctx.text_embeds[pair_text], ctx.image_embeds[pair_image]
     labels = (torch.arange(len(pair_text), device=mask.device) < len(b)).long()
-    fused, shape = perturbed_forward(ctx, modality, b.input_ids[pair_text], mask, text,
-                                     b.images[pair_image], image)
+    fused, shape, norms = perturbed_forward(ctx, modality, b.input_ids[pair_text], mask, text,
+                                            b.images[pair_image], image)
     clean = head(ctx.model.fuse(text, mask, image)[:, 0])
-    return AdversarialTask(clean, labels, lambda d: head(fused(d)[:, 0]), shape)
+    return AdversarialTask(clean, labels, lambda d: head(fused(d)[:, 0]), shape, norms)
 
 
 def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
@@ -158,10 +178,11 @@ def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
     if not bool(chosen.any()):
         return None
     text = ctx.model.encode_text(ids, b.attention_mask)
-    fused, shape = perturbed_forward(ctx, modality, ids, b.attention_mask, text, b.images,
-                                     ctx.image_embeds)
+    fused, shape, norms = perturbed_forward(ctx, modality, ids, b.attention_mask, text,
+                                            b.images, ctx.image_embeds)
     clean = mlm.head(ctx.model.fuse(text, b.attention_mask, ctx.image_embeds))[chosen]
-    return AdversarialTask(clean, labels[chosen], lambda d: mlm.head(fused(d))[chosen], shape)
+    return AdversarialTask(clean, labels[chosen], lambda d: mlm.head(fused(d))[chosen], shape,
+                           norms)
 
 
 TASKS: dict[str, Callable[[StepContext, str], AdversarialTask | None]] = {
@@ -205,21 +226,26 @@ class VILLA(Objective):
             if task is None:
                 continue
             dim = task.delta_shape[-1]
+            norms = task.embedding_norms()
+            scale = norms if self.cfg.epsilon_scale == "embedding_norm" else 1.0
             delta = (torch.rand(task.delta_shape, device=task.clean.device) * 2 - 1) \
-                * self.cfg.init_mag / math.sqrt(dim)
+                * self.cfg.init_mag / math.sqrt(dim) * scale
             target = task.clean.detach()
 
             def objective(d: Tensor, task: AdversarialTask = task, target: Tensor = target
                           ) -> Tensor:
                 return adversarial_loss(task.logits(d), target, task.labels, self.cfg.kl_weight)
 
-            delta = pgd(objective, delta, k, self.cfg.adv_lr, self.cfg.epsilon)
+            delta = pgd(objective, delta, k, self.cfg.adv_lr * scale, self.cfg.epsilon * scale)
             loss = adversarial_loss(task.logits(delta), task.clean, task.labels,
                                     self.cfg.kl_weight)
             losses.append(loss)
             passes += 1
             logs[f"villa_loss_{name}"] = float(loss.detach())
-            logs[f"villa_delta_norm_{name}"] = float(delta.norm(dim=-1).mean())
+            delta_norms = delta.norm(dim=-1, keepdim=True)
+            logs[f"villa_delta_norm_{name}"] = float(delta_norms.mean())
+            # the perturbation against the token it moves: what epsilon means on this model
+            logs[f"villa_delta_ratio_{name}"] = float((delta_norms / norms.clamp_min(1e-12)).mean())
         total = torch.stack(losses).sum() if losses else ctx.image_embeds.sum() * 0.0
         return ObjectiveOutput(total, {
             **logs,
