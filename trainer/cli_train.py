@@ -36,7 +36,8 @@ def train_command(
     ),
 ) -> None:
     """Train one configuration and print its final metrics as JSON."""
-    from trainer.trial import run_trial, trial_key
+    from trainer.keys import trial_key
+    from trainer.trial import run_trial
 
     err = Console(stderr=True)
     try:

@@ -8,15 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trainer import keys
 from trainer.config import TrainConfig
-from trainer.keys import code_fingerprint, trial_key
 from trainer.loop import Progress, TrialDiverged, train
 from trainer.tracking import TrialRun, git_commit
 
 TrialProgress = Progress
-__all__ = [
-    "TrialDiverged", "TrialProgress", "TrialResult", "code_fingerprint", "run_trial", "trial_key",
-]
+__all__ = ["TrialDiverged", "TrialProgress", "TrialResult", "run_trial"]
 
 
 @dataclass
@@ -43,10 +41,10 @@ def run_trial(
     progress: Callable[[Progress], None] | None = None,
 ) -> TrialResult:
     """Train one trial inside its MLflow run; the run ends FINISHED or FAILED, never RUNNING."""
-    key = trial_key or globals()["trial_key"](config, seed)
+    key = trial_key or keys.trial_key(config, seed)
     all_tags = {
         "config_hash": config.config_hash(),
-        "code_fingerprint": code_fingerprint(),
+        "code_fingerprint": keys.code_fingerprint(),
         "seed": str(seed),
         **({"git_commit": c} if (c := git_commit()) else {}),
         **(tags or {}),

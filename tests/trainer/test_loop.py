@@ -18,8 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from trainer.checkpoint import CHECKPOINT_NAME, load_latest, save_atomic
 from trainer.config import TrainConfig, build_config
+from trainer.keys import trial_key
 from trainer.loop import TrialDiverged, train
-from trainer.trial import run_trial, trial_key
+from trainer.trial import run_trial
 
 SMALL = {
     "data.num_train_images": 120, "data.num_val_images": 20, "data.num_test_images": 30,
