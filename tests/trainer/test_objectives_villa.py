@@ -98,7 +98,7 @@ def test_a_zero_perturbation_gives_the_clean_logits(task: str, modality: str) ->
     ctx.objectives = dict(pt.objectives.items())
     adv = TASKS[task](ctx, modality)
     assert adv is not None
-    assert torch.allclose(adv.logits(torch.zeros(adv.delta_shape)), adv.clean, atol=1e-5)
+    assert torch.allclose(adv.logits(torch.zeros(adv.inputs.delta_shape)), adv.clean, atol=1e-5)
     if task == "mlm":  # rows are the masked tokens, labels their original ids
         assert adv.clean.shape == (len(adv.labels), VOCAB.size)
         assert bool((adv.labels >= 0).all())
@@ -124,12 +124,16 @@ def test_villa_runs_on_mome() -> None:
 
 
 @pytest.mark.parametrize("scale", ["absolute", "embedding_norm"])
-def test_epsilon_is_absolute_or_a_fraction_of_each_tokens_embedding_norm(scale: str) -> None:
-    """A large step puts every patch's delta on the ball's boundary: radius epsilon, or epsilon
-    times that patch's own embedding norm (random-init embeddings are far from norm 1)."""
+@pytest.mark.parametrize("modality", ["image", "text"])
+def test_epsilon_is_absolute_or_a_fraction_of_each_tokens_embedding_norm(
+    scale: str, modality: str
+) -> None:
+    """A large step puts every token's delta on the ball's boundary: radius epsilon, or epsilon
+    times that token's own embedding norm (random-init embeddings are far from norm 1). The
+    logged means cover the tokens the perturbation reaches: text padding is left out."""
     eps = 0.05
     _, _, out = _run(**{"objectives.villa.enabled": True, "objectives.villa.tasks": ["itm"],
-                        "objectives.villa.modality": "image", "objectives.villa.adv_lr": 10.0,
+                        "objectives.villa.modality": modality, "objectives.villa.adv_lr": 10.0,
                         "objectives.villa.epsilon": eps,
                         "objectives.villa.epsilon_scale": scale})
     norm, ratio = out.logs["villa_delta_norm_itm"], out.logs["villa_delta_ratio_itm"]

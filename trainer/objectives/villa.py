@@ -113,6 +113,23 @@ def pgd(
 
 
 @dataclass
+class PerturbedInput:
+    """One modality's embeddings, open to a perturbation ``delta`` [N,T,D]."""
+
+    fused: Callable[[Tensor], Tensor]
+    """delta -> fused states."""
+    delta_shape: tuple[int, ...]
+    norms: Tensor
+    """[N,T,1] L2 norms of the embeddings delta is added to (no gradient)."""
+    valid: Tensor
+    """[N,T,1] 1 where delta reaches the model, 0 on text padding."""
+
+    def mean(self, per_token: Tensor) -> float:
+        """Mean of a [N,T,1] quantity over the tokens delta reaches."""
+        return float((per_token * self.valid).sum() / self.valid.sum().clamp_min(1))
+
+
+@dataclass
 class AdversarialTask:
     """One task's adversarial problem: logits as a function of the perturbation."""
 
@@ -122,36 +139,34 @@ class AdversarialTask:
     """[N] targets of the rows."""
     logits: Callable[[Tensor], Tensor]
     """delta -> [N,K] logits on the perturbed inputs."""
-    delta_shape: tuple[int, ...]
-    embedding_norms: Callable[[], Tensor]
-    """() -> [N,T,1] L2 norms of the embeddings delta is added to (no gradient)."""
-
-
-def token_norms(embeddings: Tensor) -> Tensor:
-    return embeddings.detach().norm(dim=-1, keepdim=True)
+    inputs: PerturbedInput
 
 
 def perturbed_forward(
     ctx: StepContext, modality: str, text_ids: Tensor, text_mask: Tensor, text: Tensor,
     images: Tensor, image: Tensor,
-) -> tuple[Callable[[Tensor], Tensor], tuple[int, ...], Callable[[], Tensor]]:
-    """(delta -> fused states, delta's shape, () -> the perturbed embeddings' per-token norms)
-    with one modality's embeddings perturbed: the patch embeddings of ``images`` or the word
+) -> PerturbedInput:
+    """One modality's embeddings perturbed: the patch embeddings of ``images`` or the word
     embeddings of ``text_ids``."""
     model = ctx.model
     if modality == "image":
         def fused_image(delta: Tensor) -> Tensor:
             return model.fuse(text, text_mask, model.encode_image(images, image_delta=delta))
 
-        return (fused_image, (len(images), image.shape[1] - 1, model.vision_dim),
-                lambda: token_norms(model.patch_embeddings(images)))
+        with torch.no_grad():
+            patches = model.patch_embeddings(images)
+        norms = patches.norm(dim=-1, keepdim=True)
+        return PerturbedInput(fused_image, tuple(patches.shape), norms, torch.ones_like(norms))
+
+    valid = text_mask[..., None].to(text.dtype)
 
     def fused_text(delta: Tensor) -> Tensor:
-        adv = model.encode_text(text_ids, text_mask, text_delta=delta * text_mask[..., None])
+        adv = model.encode_text(text_ids, text_mask, text_delta=delta * valid)
         return model.fuse(adv, text_mask, image)
 
-    return (fused_text, (len(text_ids), text_mask.shape[1], model.text_dim),
-            lambda: token_norms(model.word_embeddings(text_ids)))
+    with torch.no_grad():
+        words = model.word_embeddings(text_ids)
+    return PerturbedInput(fused_text, tuple(words.shape), words.norm(dim=-1, keepdim=True), valid)
 
 
 def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
@@ -164,10 +179,10 @@ def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
     mask = b.attention_mask[pair_text]
     text, image = ctx.text_embeds[pair_text], ctx.image_embeds[pair_image]
     labels = (torch.arange(len(pair_text), device=mask.device) < len(b)).long()
-    fused, shape, norms = perturbed_forward(ctx, modality, b.input_ids[pair_text], mask, text,
-                                            b.images[pair_image], image)
+    inputs = perturbed_forward(ctx, modality, b.input_ids[pair_text], mask, text,
+                               b.images[pair_image], image)
     clean = head(ctx.model.fuse(text, mask, image)[:, 0])
-    return AdversarialTask(clean, labels, lambda d: head(fused(d)[:, 0]), shape, norms)
+    return AdversarialTask(clean, labels, lambda d: head(inputs.fused(d)[:, 0]), inputs)
 
 
 def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
@@ -178,11 +193,11 @@ def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
     if not bool(chosen.any()):
         return None
     text = ctx.model.encode_text(ids, b.attention_mask)
-    fused, shape, norms = perturbed_forward(ctx, modality, ids, b.attention_mask, text,
-                                            b.images, ctx.image_embeds)
+    inputs = perturbed_forward(ctx, modality, ids, b.attention_mask, text, b.images,
+                               ctx.image_embeds)
     clean = mlm.head(ctx.model.fuse(text, b.attention_mask, ctx.image_embeds))[chosen]
-    return AdversarialTask(clean, labels[chosen], lambda d: mlm.head(fused(d))[chosen], shape,
-                           norms)
+    return AdversarialTask(clean, labels[chosen], lambda d: mlm.head(inputs.fused(d))[chosen],
+                           inputs)
 
 
 TASKS: dict[str, Callable[[StepContext, str], AdversarialTask | None]] = {
@@ -225,10 +240,10 @@ class VILLA(Objective):
             task = TASKS[name](ctx, modality)
             if task is None:
                 continue
-            dim = task.delta_shape[-1]
-            norms = task.embedding_norms()
-            scale = norms if self.cfg.epsilon_scale == "embedding_norm" else 1.0
-            delta = (torch.rand(task.delta_shape, device=task.clean.device) * 2 - 1) \
+            inputs = task.inputs
+            dim = inputs.delta_shape[-1]
+            scale = inputs.norms if self.cfg.epsilon_scale == "embedding_norm" else 1.0
+            delta = (torch.rand(inputs.delta_shape, device=task.clean.device) * 2 - 1) \
                 * self.cfg.init_mag / math.sqrt(dim) * scale
             target = task.clean.detach()
 
@@ -243,9 +258,10 @@ class VILLA(Objective):
             passes += 1
             logs[f"villa_loss_{name}"] = float(loss.detach())
             delta_norms = delta.norm(dim=-1, keepdim=True)
-            logs[f"villa_delta_norm_{name}"] = float(delta_norms.mean())
+            logs[f"villa_delta_norm_{name}"] = inputs.mean(delta_norms)
             # the perturbation against the token it moves: what epsilon means on this model
-            logs[f"villa_delta_ratio_{name}"] = float((delta_norms / norms.clamp_min(1e-12)).mean())
+            logs[f"villa_delta_ratio_{name}"] = inputs.mean(
+                delta_norms / inputs.norms.clamp_min(1e-12))
         total = torch.stack(losses).sum() if losses else ctx.image_embeds.sum() * 0.0
         return ObjectiveOutput(total, {
             **logs,
