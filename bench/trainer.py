@@ -11,7 +11,7 @@ MLM) with each costly add-on switched on, side by side in one process, as a rati
 without it: what VILLA (per adversarial task) and IAIS add to a trial.
 
     python bench/trainer.py [--presets tiny small] [--steps 20]
-    python bench/trainer.py --objective-cost [--steps 20]
+    python bench/trainer.py --objective-cost [--steps 10 --rounds 5]
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import argparse
 import contextlib
 import json
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # This file is named like the package it measures; keep its folder off the import path.
@@ -29,6 +31,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from trainer.config import build_config  # noqa: E402
@@ -65,32 +68,43 @@ def synthetic_batch(cfg, vocab: VocabInfo, device: torch.device) -> Batch:  # no
                  torch.arange(b)).to(device)
 
 
-def bench_preset(name: str, device: torch.device, steps: int, bf16: bool) -> dict:
-    cfg = build_config(name)
+def training_step(cfg, device: torch.device, bf16: bool = False  # noqa: ANN001
+                  ) -> tuple[Callable[[int], None], dict[str, list[float]]]:
+    """A full training step on one synthetic batch (forward, backward, AdamW), as a function
+    of the step number, and the numbers it logs, appended to on every call."""
     vocab = VocabInfo(size=cfg.data.vocab_size, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1)
     torch.manual_seed(0)
     pt = Pretrainer(cfg, vocab).to(device)
     opt = torch.optim.AdamW(pt.parameter_groups(0.02), lr=1e-4)
     batch = synthetic_batch(cfg, vocab, device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    logs: dict[str, list[float]] = {}
 
-    def step() -> None:
+    def step(i: int) -> None:
         with amp:
-            out = pt(batch, alpha_ramp=1.0, step=0)
+            out = pt(batch, alpha_ramp=1.0, step=i)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        for key, value in out.logs.items():
+            logs.setdefault(key, []).append(float(value))
 
+    return step, logs
+
+
+def bench_preset(name: str, device: torch.device, steps: int, bf16: bool) -> dict:
+    cfg = build_config(name)
+    step, _ = training_step(cfg, device, bf16)
     for _ in range(3):
-        step()
+        step(0)
     counter = FlopCounterMode(display=False)
     with counter:
-        step()
+        step(0)
     flops = counter.get_total_flops()
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
+        step(0)
     sync(device)
     dt = (time.perf_counter() - t0) / steps
     dtype = torch.bfloat16 if bf16 else torch.float32
@@ -103,6 +117,9 @@ def bench_preset(name: str, device: torch.device, steps: int, bf16: bool) -> dic
     }
 
 
+ADD_ON_SPEC = Path(__file__).resolve().parent.parent / "experiments/adversarial_and_alignment.yaml"
+"""The add-ons are timed on this spec's base recipe."""
+
 ADD_ONS: dict[str, dict[str, object]] = {
     "base (ITC+ITM_hard+MLM)": {},
     "+VILLA on ITM": {"objectives.villa.enabled": True, "objectives.villa.tasks": ["itm"]},
@@ -110,52 +127,41 @@ ADD_ONS: dict[str, dict[str, object]] = {
     "+IAIS": {"objectives.iais.enabled": True},
     "+VILLA (both) +IAIS": {"objectives.villa.enabled": True, "objectives.iais.enabled": True},
 }
-"""Dotted overrides on top of ``experiments/adversarial_and_alignment.yaml``'s base recipe."""
-
-RECIPE = {"objectives.villa.modality": "alternate", "objectives.villa.adv_steps": 2,
-          "objectives.iais.variant": "singular"}
+"""Dotted overrides on top of the spec's base."""
 
 
-def time_steps(cfg, steps: int) -> tuple[float, dict[str, float]]:  # noqa: ANN001
-    """Seconds per training step on CPU (steps alternate parity, as VILLA's modality does) and
-    the mean of each logged number."""
-    vocab = VocabInfo(size=cfg.data.vocab_size, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1)
-    torch.manual_seed(0)
-    pt = Pretrainer(cfg, vocab)
-    opt = torch.optim.AdamW(pt.parameter_groups(0.02), lr=1e-4)
-    batch = synthetic_batch(cfg, vocab, torch.device("cpu"))
-    logs: dict[str, list[float]] = {}
-
-    def step(i: int) -> None:
-        out = pt(batch, alpha_ramp=1.0, step=i)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        for key, value in out.logs.items():
-            logs.setdefault(key, []).append(float(value))
-
-    for i in range(2):
-        step(i)
-    logs.clear()
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(i)
-    return (time.perf_counter() - t0) / steps, {k: sum(v) / len(v) for k, v in logs.items()}
-
-
-def objective_cost(steps: int) -> list[dict]:
-    """Each add-on's step time as a ratio to the base recipe's, measured in this one run."""
-    rows = []
-    base_s = None
+def objective_cost(steps: int, rounds: int) -> list[dict]:
+    """Each add-on's step time as a ratio to the base recipe's. The variants take turns, round
+    after round, so a slow spell of the machine hits them all; each ratio is the median over
+    the rounds of (variant / base in the same round), with the rounds' range."""
+    base = yaml.safe_load(ADD_ON_SPEC.read_text())["base"]
+    steppers = {}
     for name, sets in ADD_ONS.items():
-        seconds, logs = time_steps(build_config("tiny", dotted={**RECIPE, **sets}), steps)
-        base_s = base_s or seconds
+        cfg = build_config(base["preset"], dotted={**base.get("set", {}), **sets})
+        step, logs = training_step(cfg, torch.device("cpu"))
+        for i in range(2):
+            step(i)
+        logs.clear()
+        steppers[name] = (step, logs)
+    seconds: dict[str, list[float]] = {name: [] for name in ADD_ONS}
+    for _ in range(rounds):
+        for name, (step, _logs) in steppers.items():
+            t0 = time.perf_counter()
+            for i in range(steps):  # alternating parity, as VILLA's modality does
+                step(i)
+            seconds[name].append((time.perf_counter() - t0) / steps)
+    base_s = seconds[next(iter(ADD_ONS))]
+    rows = []
+    for name, (_step, logs) in steppers.items():
+        ratios = [s / b for s, b in zip(seconds[name], base_s, strict=True)]
+        mean = {k: sum(v) / len(v) for k, v in logs.items()}
         rows.append({
-            "variant": name, "ms_per_step": round(seconds * 1e3, 1),
-            "ratio_to_base": round(seconds / base_s, 2),
-            "villa_extra_forwards": logs.get("villa_extra_forwards", 0.0),
-            "villa_extra_backwards": logs.get("villa_extra_backwards", 0.0),
-            "villa_ms": round(logs.get("villa_seconds", 0.0) * 1e3, 1),
+            "variant": name, "ms_per_step": round(statistics.median(seconds[name]) * 1e3, 1),
+            "ratio_to_base": round(statistics.median(ratios), 2),
+            "ratio_range": [round(min(ratios), 2), round(max(ratios), 2)],
+            "villa_extra_forwards": mean.get("villa_extra_forwards", 0.0),
+            "villa_extra_backwards": mean.get("villa_extra_backwards", 0.0),
+            "villa_ms": round(mean.get("villa_seconds", 0.0) * 1e3, 1),
         })
     return rows
 
@@ -165,6 +171,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="*", default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--objective-cost", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5, help="--objective-cost: turns taken")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (--objective-cost: 1, as the specs' trials run)")
     args = parser.parse_args()
@@ -172,7 +179,8 @@ def main() -> None:
         torch.set_num_threads(args.threads or 1)
     if args.objective_cost:
         print(json.dumps({"threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "results": objective_cost(args.steps)}, indent=2))
+                          "steps": args.steps, "rounds": args.rounds,
+                          "results": objective_cost(args.steps, args.rounds)}, indent=2))
         return
     rows = []
     cpu = torch.device("cpu")
