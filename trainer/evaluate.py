@@ -1,8 +1,19 @@
 """Image-text retrieval the way ALBEF scores it: ITC similarity picks the top-k candidates,
 then ITM re-ranks them. With ITC off, ITM scores every pair; with ITM off, ITC scores alone.
 
+ITM scores are logit margins (``ITM.score``), unbounded reals; every row's candidates rank above
+all its non-candidates, which keep their ITC order below them (``_rerank``).
+
 Recall@K is in percent. Text->image: the caption's own image is in the top K. Image->text: any
 of the image's captions is in the top K.
+
+Ties neither help nor hurt a query: its R@K is the expectation under a uniformly random order of
+tied items (ALBEF's ``itm_eval`` takes whatever order ``argsort`` gives). With s the query's best
+relevant score, g the irrelevant items scoring above s, b the irrelevant and a (>= 1) the relevant
+items scoring exactly s, the first relevant item lands at 0-based rank g + X, where X counts the
+tied irrelevant items drawn before the first tied relevant one: P(X >= j) = C(b, j) / C(a+b, j).
+So R@K = P(X < m) = 1 - C(b, m) / C(a+b, m) with m = K - g (0 when m <= 0, 1 when m > b).
+A query with no relevant item has no rank: ``recall_at_k`` raises ValueError naming it.
 """
 
 from __future__ import annotations
@@ -38,12 +49,28 @@ def _batched(fn, n: int, size: int, device: torch.device) -> list[Tensor]:  # no
 
 
 def recall_at_k(scores: Tensor, relevant: Tensor) -> dict[int, float]:
-    """Rows are queries; ``relevant`` marks the right answers. Ties count against the query."""
-    best_right = scores.masked_fill(~relevant, float("-inf")).max(dim=1).values
-    rank = (scores > best_right[:, None]).sum(dim=1) + (
-        (scores == best_right[:, None]) & ~relevant
-    ).sum(dim=1)
-    return {k: float((rank < k).float().mean() * 100) for k in RECALL_KS}
+    """Rows are queries; ``relevant`` marks the right answers. Expected R@K (percent) under a
+    uniformly random order of tied scores (module docstring), so ties neither help nor hurt."""
+    has_relevant = relevant.any(dim=1)
+    if not bool(has_relevant.all()):
+        missing = (~has_relevant).nonzero(as_tuple=True)[0][:5].tolist()
+        raise ValueError(f"recall_at_k: query row(s) {missing} have no relevant item")
+    best = scores.masked_fill(~relevant, float("-inf")).max(dim=1, keepdim=True).values
+    tied = scores == best
+    g = ((scores > best) & ~relevant).sum(dim=1)  # relevant items never score above best
+    b = (tied & ~relevant).sum(dim=1).double()
+    a = (tied & relevant).sum(dim=1).double()
+    out: dict[int, float] = {}
+    for k in RECALL_KS:
+        m = k - g  # slots left for the tied block within the top k
+        # C(b, m) / C(a+b, m) = prod_{i<m} (b - i) / (a + b - i): all first m tied draws miss
+        all_miss = torch.ones_like(b)
+        for i in range(k):
+            factor = ((b - i) / (a + b - i)).clamp(min=0.0)
+            all_miss = torch.where(i < m, all_miss * factor, all_miss)
+        hit = torch.where(m <= 0, torch.zeros_like(b), 1.0 - all_miss)
+        out[k] = float(hit.mean() * 100)
+    return out
 
 
 @torch.no_grad()
@@ -103,11 +130,17 @@ def evaluate_retrieval(
 
 
 def _rerank(sim: Tensor, k: int, score) -> Tensor:  # noqa: ANN001
-    """Replace each row's top-k ITC candidates by their ITM score; the rest keep ITC order
-    below every candidate (cosine - 10 < 0 <= ITM probability)."""
+    """Replace each row's top-k ITC candidates by their ITM score (any real, e.g. a logit
+    margin); the rest keep ITC order strictly below that row's lowest candidate.
+
+    A non-candidate scores ``lowest - 1 - (row's top ITC - its ITC)``: below every candidate
+    whatever the scale of ITM scores (the old ``cosine - 10`` assumed them in [0, 1]).
+    """
     top = sim.topk(k, dim=1).indices
     rows = torch.arange(sim.shape[0], device=sim.device).repeat_interleave(k)
     cols = top.reshape(-1)
-    out = sim - 10.0
-    out[rows, cols] = score(rows, cols)
+    cand = score(rows, cols).to(sim.dtype).view(-1, k)
+    lowest = cand.min(dim=1, keepdim=True).values
+    out = lowest - 1.0 - (sim.max(dim=1, keepdim=True).values - sim)
+    out[rows, cols] = cand.reshape(-1)
     return out

@@ -3,6 +3,8 @@
 Each pair gets one negative image and one negative text. With ``hard_negatives`` they are drawn
 in proportion to the softmax of the in-batch ITC similarity (hard, contrastively similar
 negatives); otherwise uniformly. Pairs that share an image are never drawn as negatives.
+
+Retrieval ranks by ``ITM.score``, the logit margin, not by the match probability: see there.
 """
 
 from __future__ import annotations
@@ -61,8 +63,17 @@ class ITM(Objective):
         self.head = nn.Linear(env.text_dim, 2)
 
     def score(self, fused_cls: Tensor) -> Tensor:
-        """Match probability of fused [CLS] vectors (used by retrieval re-ranking)."""
-        return F.softmax(self.head(fused_cls).float(), dim=-1)[:, 1]
+        """Match score of fused [CLS] vectors for retrieval: the logit margin
+        ``logit[match] - logit[no match]``, i.e. the log-odds of a match.
+
+        It orders pairs as the match probability does, but a float32 softmax rounds to exactly
+        1.0 once the margin passes ~16.6, tying a confident model's best candidates. ALBEF
+        (``Retrieval.py``) ranks by the raw match logit ``itm_head(...)[:, 1]``, which does not
+        saturate either; the margin is what the loss trains (softmax sees only differences), so
+        it does not depend on the head's arbitrary shared offset.
+        """
+        logits = self.head(fused_cls).float()
+        return logits[:, 1] - logits[:, 0]
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         b = ctx.batch
