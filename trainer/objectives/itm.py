@@ -4,6 +4,11 @@ Each pair gets one negative image and one negative text. With ``hard_negatives``
 in proportion to the softmax of the in-batch ITC similarity (hard, contrastively similar
 negatives); otherwise uniformly. Pairs that share an image are never drawn as negatives.
 
+The similarity is the one ITC itself scores: with ITC's queue on, online queries against the
+momentum model's keys (``text_feat @ image_feat_m.T`` picks negative images, ``image_feat @
+text_feat_m.T`` negative texts), as ALBEF's ``model_pretrain.py`` samples from ``sim[:, :bs]``;
+otherwise, with no momentum keys in ITC, online against online features.
+
 Retrieval ranks by ``ITM.score``, the logit margin, not by the match probability: see there.
 """
 
@@ -80,12 +85,17 @@ class ITM(Objective):
         image, text, mask = ctx.image_embeds, ctx.text_embeds, b.attention_mask
         positives = ctx.positives
         sim_t2i = sim_i2t = None
+        itc = ctx.objectives.get("itc")
         if self.cfg.hard_negatives:
             # read the shared features outside no_grad so that ITC, if on, keeps their graph
-            sim_t2i = ctx.text_feat.detach() @ ctx.image_feat.detach().t()
-            sim_i2t = sim_t2i.t()
+            text_feat, image_feat = ctx.text_feat.detach(), ctx.image_feat.detach()
+            if itc is not None and itc.cfg.queue:  # ITC's keys are momentum features: ALBEF
+                sim_t2i = text_feat @ ctx.image_feat_m.t()
+                sim_i2t = image_feat @ ctx.text_feat_m.t()
+            else:
+                sim_t2i = text_feat @ image_feat.t()
+                sim_i2t = sim_t2i.t()
         with torch.no_grad():
-            itc = ctx.objectives.get("itc")
             # ITC's temperature as ITC uses it this step (read, never clamped in place here:
             # ITC's graph holds the parameter)
             temp = (
