@@ -20,6 +20,7 @@ from trainer.model.fusion import (
     init_bert_style,
     load_fusion_from_bert,
 )
+from trainer.model.pooling import pool_image, pool_tokens
 
 
 class RelationMaps(NamedTuple):
@@ -100,6 +101,8 @@ class ALBEFModel(nn.Module):
         self.text_proj = nn.Linear(text_dim, cfg.embed_dim)
         self.vision_dim = vision_dim
         self.text_dim = text_dim
+        self.vision_pooling = cfg.vision.pooling
+        self.text_pooling = cfg.text.pooling
 
     def patch_embeddings(self, images: Tensor) -> Tensor:
         """[B,3,H,W] -> [B,P,Dv]: what ``image_delta`` is added to."""
@@ -177,12 +180,13 @@ class ALBEFModel(nn.Module):
         return image_embeds
 
     def image_feat(self, image_embeds: Tensor) -> Tensor:
-        return F.normalize(self.vision_proj(image_embeds[:, 0]), dim=-1)
+        pooled = pool_image(image_embeds, self.vision_pooling)
+        return F.normalize(self.vision_proj(pooled), dim=-1)
 
     def text_feat(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> Tensor:
-        """``text_mask`` is unused here (the features are the [CLS] of the text encoder); MoME
-        needs it for its text-only pass, so both take it."""
-        return F.normalize(self.text_proj(text_embeds[:, 0]), dim=-1)
+        """``text_mask`` selects the tokens mean pooling averages ([CLS] pooling ignores it)."""
+        pooled = pool_tokens(text_embeds, self.text_pooling, text_mask)
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     def relation_attention(
         self, images: Tensor, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from trainer.config import ModelConfig
 from trainer.model.albef import RelationMaps
 from trainer.model.fusion import attention_probs, init_bert_style
+from trainer.model.pooling import pool_image, pool_tokens
 
 TEXT, IMAGE = 0, 1
 
@@ -119,6 +120,8 @@ class MoMEModel(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-12)
         self.vision_proj = nn.Linear(d, cfg.embed_dim)
         self.text_proj = nn.Linear(d, cfg.embed_dim)
+        self.vision_pooling = cfg.vision.pooling
+        self.text_pooling = cfg.text.pooling
         init_bert_style(self)
         for emb in (self.word_embed, self.text_pos, self.type_embed):
             nn.init.normal_(emb.weight, std=0.02)
@@ -181,10 +184,12 @@ class MoMEModel(nn.Module):
         return self._run(text_embeds, text_mask, ["l"] * len(self.layers))
 
     def image_feat(self, image_embeds: Tensor) -> Tensor:
-        return F.normalize(self.vision_proj(self.image_states(image_embeds)[:, 0]), dim=-1)
+        pooled = pool_image(self.image_states(image_embeds), self.vision_pooling)
+        return F.normalize(self.vision_proj(pooled), dim=-1)
 
     def text_feat(self, text_embeds: Tensor, text_mask: Tensor | None = None) -> Tensor:
-        return F.normalize(self.text_proj(self.text_states(text_embeds, text_mask)[:, 0]), dim=-1)
+        pooled = pool_tokens(self.text_states(text_embeds, text_mask), self.text_pooling, text_mask)
+        return F.normalize(self.text_proj(pooled), dim=-1)
 
     def fuse_pair(
         self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor

@@ -81,6 +81,6 @@ class Pretrainer(nn.Module):
 
     @torch.no_grad()
     def itm_scores(self, text: Tensor, mask: Tensor, image: Tensor) -> Tensor:
-        """Match probability for aligned rows of text and image embeddings."""
+        """ITM logit margin (match log-odds) for aligned rows of text and image embeddings."""
         fused = self.model.fuse(text, mask, image)
         return self.objectives["itm"].score(fused[:, 0])
