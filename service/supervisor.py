@@ -15,6 +15,7 @@ the worker process dying, is retried by Tune (``FailureConfig.max_failures``) an
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -168,6 +169,45 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
         store.close()
 
 
+def warm_start_task(config: dict[str, Any], tracking_uri: str, data_dir: str) -> str:
+    """In a Ray worker: make sure the warm start ``config`` names exists (its key returned)."""
+    from trainer.config import TrainConfig
+    from trainer.data.cache import CACHE_ENV
+    from trainer.warm_start import ensure_warm_start
+
+    os.environ[CACHE_ENV] = data_dir
+    cfg = TrainConfig.model_validate(config)
+    if cfg.runtime.threads is None:
+        pin_threads_to_assigned_cpus(cfg)
+    return ensure_warm_start(cfg, tracking_uri=tracking_uri).key
+
+
+def distinct_warm_starts(plan: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One config per distinct (data, model, init) among the trials that use a warm start: the
+    arms of an experiment usually share one, and it is computed before any arm starts."""
+    seen: dict[str, dict[str, Any]] = {}
+    for trial in plan.values():
+        cfg = trial["config"]
+        if not cfg.get("init", {}).get("warm_start"):
+            continue
+        ident = json.dumps({k: cfg.get(k) for k in ("data", "model", "init")}, sort_keys=True)
+        seen.setdefault(ident, cfg)
+    return list(seen.values())
+
+
+def run_warm_starts(plan: dict[int, dict[str, Any]], settings: Settings,
+                    cpus: float) -> None:
+    """Compute the experiment's warm starts once, before Tune starts its arms (a trial that
+    finds one missing, after a crash here, computes it itself under the same lock)."""
+    import ray
+
+    task = ray.remote(warm_start_task).options(num_cpus=cpus, max_retries=1)
+    for cfg in distinct_warm_starts(plan):
+        key = ray.get(task.remote(cfg, settings.mlflow_tracking_uri,
+                                  str(settings.data_dir / "data")))
+        log.info("warm start %s ready", key)
+
+
 def _tune_trainable(config: dict[str, Any], plan: dict[int, dict[str, Any]],
                     exp_ctx: dict[str, Any]) -> None:
     from ray import tune
@@ -239,6 +279,7 @@ def supervise(exp_id: str, settings: Settings) -> int:
             "max_retries": settings.max_retries,
             "metrics": options.tracked_metrics(),
         }
+        run_warm_starts(plan, settings, options.resources.cpus)
         resources = {"cpu": options.resources.cpus, "gpu": options.resources.gpus}
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources

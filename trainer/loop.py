@@ -26,6 +26,7 @@ from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histog
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
 from trainer.model.forward import Batch, VocabInfo
 from trainer.model.pretrainer import Pretrainer
+from trainer.warm_start import ensure_warm_start
 
 
 class TrialDiverged(RuntimeError):
@@ -143,8 +144,14 @@ class Trainer:
         self.bench = benchmark or load_benchmark(cfg.data)
         self.train_split = self.bench.train
         self.train_ids, self.train_mask = self.bench.tokenize(self.train_split.captions)
+        # before seeding: computing a missing warm start must not shift the trial's RNG stream
+        warm = ensure_warm_start(cfg, self.bench) if cfg.init.warm_start else None
         seed_everything(seed)
-        self.pretrainer = Pretrainer(cfg, vocab_info(self.bench)).to(self.device)
+        pretrainer = Pretrainer(cfg, vocab_info(self.bench))
+        if warm is not None:
+            pretrainer.start_from(warm)
+        self.warm_start_key = None if warm is None else warm.key
+        self.pretrainer = pretrainer.to(self.device)
         self.step_fn = self.pretrainer
         if cfg.runtime.compile and self.device.type == "cuda":
             self.step_fn = torch.compile(self.pretrainer)

@@ -42,11 +42,17 @@ def run_trial(
 ) -> TrialResult:
     """Train one trial inside its MLflow run; the run ends FINISHED or FAILED, never RUNNING."""
     key = trial_key or keys.trial_key(config, seed)
+    warm_key = None
+    if config.init.warm_start:  # its own MLflow run, computed once and shared across trials
+        from trainer.warm_start import ensure_warm_start
+
+        warm_key = ensure_warm_start(config, tracking_uri=tracking_uri).key
     all_tags = {
         "config_hash": config.config_hash(),
         "code_fingerprint": keys.code_fingerprint(),
         "seed": str(seed),
         **({"git_commit": c} if (c := git_commit()) else {}),
+        **({"warm_start_key": warm_key} if warm_key else {}),
         **(tags or {}),
     }
     run = TrialRun(

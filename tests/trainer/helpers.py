@@ -12,7 +12,7 @@ VOCAB = VocabInfo(size=60, pad_id=0, cls_id=2, sep_id=3, mask_id=4, unk_id=1)
 
 
 def tiny(**dotted: object) -> TrainConfig:
-    return build_config("tiny", dotted={"data.image_size": 32, **dotted})
+    return build_config("tiny", dotted={"data.image_size": 32, "init.warm_start": False, **dotted})
 
 
 def random_batch(b: int = 6, length: int = 12, image_ids: list[int] | None = None) -> Batch:

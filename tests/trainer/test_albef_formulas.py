@@ -104,7 +104,7 @@ def _ramp_config(root: Path, **dotted: object):  # noqa: ANN202
     return build_config("tiny", dotted={
         "data.root": str(root), "data.num_train_images": 200, "data.captions_per_image": 2,
         "data.num_val_images": 4, "data.num_test_images": 4, "data.batch_size": 64,
-        "runtime.threads": 1, **dotted,
+        "runtime.threads": 1, "init.warm_start": False, **dotted,
     })
 
 

@@ -27,6 +27,7 @@ SMALL = {
     "data.captions_per_image": 2, "data.batch_size": 16, "schedule.steps": 24,
     "schedule.warmup_steps": 4, "runtime.checkpoint_every": 8, "runtime.log_every": 4,
     "eval.rerank_k": 4, "runtime.threads": 1, "objectives.itc.queue_size": 64,
+    "init.warm_start": False,
 }
 
 
@@ -133,10 +134,11 @@ def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
 
 
 def test_tiny_trial_stays_under_1_5_gib_rss(tmp_path: Path) -> None:
-    """The real tiny preset (its full data), a short run, as the CLI runs it."""
+    """The real tiny preset (its full data, its warm start, shortened), a short run, as the CLI
+    runs it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainer", "tiny", "--set", "schedule.steps=10",
-         "--set", "runtime.threads=1",
+         "--set", "runtime.threads=1", "--set", "init.steps=30",
          "--set", f"data.root={tmp_path / 'data'}", "--tracking-uri", _uri(tmp_path),
          "--checkpoint-dir", str(tmp_path / "ckpt")],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,

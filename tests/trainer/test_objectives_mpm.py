@@ -197,6 +197,7 @@ SMALL = {
     "data.num_train_images": 60, "data.num_val_images": 10, "data.num_test_images": 20,
     "data.captions_per_image": 2, "data.batch_size": 16, "schedule.steps": 4,
     "schedule.warmup_steps": 1, "eval.rerank_k": 4, "runtime.threads": 1,
+    "init.warm_start": False,
 }
 
 

@@ -179,6 +179,10 @@ class ALBEFModel(nn.Module):
         """Unimodal image token states (ALBEF: the encoder output itself)."""
         return image_embeds
 
+    def text_states(self, text_embeds: Tensor, text_mask: Tensor | None) -> Tensor:
+        """Unimodal text token states (ALBEF: the text encoder output itself)."""
+        return text_embeds
+
     def image_feat(self, image_embeds: Tensor) -> Tensor:
         pooled = pool_image(image_embeds, self.vision_pooling)
         return F.normalize(self.vision_proj(pooled), dim=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,9 @@ from trainer.model.albef import build_model
 from trainer.model.forward import Batch, StepContext, VocabInfo
 from trainer.model.momentum import frozen_copy, momentum_update
 from trainer.objectives import OBJECTIVES, ObjectiveEnv
+
+if TYPE_CHECKING:
+    from trainer.warm_start import WarmStart
 
 
 @dataclass
@@ -43,6 +47,15 @@ class Pretrainer(nn.Module):
         )
         needs_momentum = any(o.needs_momentum_model for o in self.objectives.values())
         self.model_m = frozen_copy(self.model) if needs_momentum else None
+
+    def start_from(self, warm: WarmStart) -> None:
+        """Load the shared warm start into the encoders (and their EMA copy, which must start
+        equal to them); heads, fusion and projections keep this trial's own init."""
+        from trainer.warm_start import load_into
+
+        load_into(self.model, warm)
+        if self.model_m is not None:
+            self.model_m.load_state_dict(self.model.state_dict())
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         pairs = [] if self.model_m is None else [(self.model, self.model_m)]
