@@ -198,7 +198,8 @@ def distinct_warm_starts(plan: dict[int, dict[str, Any]]) -> list[dict[str, Any]
 def run_warm_starts(plan: dict[int, dict[str, Any]], settings: Settings,
                     cpus: float) -> None:
     """Compute the experiment's warm starts once, before Tune starts its arms (a trial that
-    finds one missing, after a crash here, computes it itself under the same lock)."""
+    finds one missing, after a crash here, computes it itself under the same lock). Nothing
+    else of this experiment runs meanwhile, so the task takes the CPUs its arms would."""
     import ray
 
     task = ray.remote(warm_start_task).options(num_cpus=cpus, max_retries=1)
@@ -279,7 +280,10 @@ def supervise(exp_id: str, settings: Settings) -> int:
             "max_retries": settings.max_retries,
             "metrics": options.tracked_metrics(),
         }
-        run_warm_starts(plan, settings, options.resources.cpus)
+        cluster_cpus = ray.cluster_resources().get("CPU", options.resources.cpus)
+        arms_cpus = options.resources.cpus * (options.max_concurrent_trials or len(plan))
+        run_warm_starts(plan, settings, max(options.resources.cpus,
+                                            min(arms_cpus, cluster_cpus)))
         resources = {"cpu": options.resources.cpus, "gpu": options.resources.gpus}
         trainable = tune.with_resources(
             tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources

@@ -10,6 +10,7 @@ import pytest
 from ray.job_submission import JobSubmissionClient
 
 from tests.e2e.conftest import done, get, runs_of, tiny_spec, trials, wait_for
+from trainer.warm_start import WARM_START_EXPERIMENT
 
 pytestmark = pytest.mark.slow
 
@@ -54,6 +55,14 @@ def test_grid_runs_to_finished_then_resubmit_is_cached(api, mlflow):
     parent = [r for r in mlflow.search_runs([exp["mlflow_experiment_id"]])
               if r.data.tags.get("ablate.role") == "parent"]
     assert len(parent) == 1
+    # one warm start, computed once before the arms, shared by all four and logged as its own run
+    assert len({r.data.tags["warm_start_key"] for r in runs}) == 1
+    warm_exp = mlflow.get_experiment_by_name(WARM_START_EXPERIMENT)
+    warm_runs = mlflow.search_runs(
+        [warm_exp.experiment_id],
+        filter_string=f"tags.warm_start_key = '{runs[0].data.tags['warm_start_key']}'",
+    )
+    assert len(warm_runs) == 1 and warm_runs[0].info.status == "FINISHED"
     assert_nothing_left_running(mlflow, exp)
     parent = mlflow.get_run(parent[0].info.run_id)
     assert parent.info.status == "FINISHED"
