@@ -215,6 +215,22 @@ class TrainConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _warm_start_supported(self) -> TrainConfig:
+        """Refused at validation (a 4xx at POST), not when a worker reaches it."""
+        if not self.init.warm_start:
+            return self
+        if self.data.dataset != "shapes":
+            raise ValueError(
+                "init.warm_start: needs the shapes benchmark's patch labels; for real data set "
+                "it false and load pretrained encoders (model.vision/text.pretrained)"
+            )
+        if self.model.vision.pretrained or self.model.text.pretrained:
+            raise ValueError(
+                "init.warm_start: the encoders already load pretrained weights; set it false"
+            )
+        return self
+
     def enabled_objectives(self) -> list[str]:
         return [n for n in sorted(OBJECTIVES) if getattr(self.objectives, n).enabled]
 

@@ -148,7 +148,8 @@ def test_mrc_kl_targets_are_patch_distributions_or_their_labels() -> None:
 
 
 def test_mrc_kl_on_real_data_without_teacher_names_the_field() -> None:
-    cfg = build_config("tiny", dotted={"data.dataset": "coco", "objectives.mrc_kl.enabled": True})
+    cfg = build_config("tiny", dotted={"data.dataset": "coco", "init.warm_start": False,
+                                       "objectives.mrc_kl.enabled": True})
     with pytest.raises(ConfigError) as err:
         Pretrainer(cfg, VOCAB)
     assert err.value.field == "objectives.mrc_kl.teacher"

@@ -134,7 +134,9 @@ def test_a_crash_while_computing_leaves_nothing_a_trial_would_load(tmp_path: Pat
 
 
 def test_unsupported_data_is_refused_naming_the_field(tmp_path: Path) -> None:
-    cfg = config(tmp_path, **{"data.dataset": "coco"})
+    with pytest.raises(ConfigError) as err:  # at validation, before any worker sees it
+        config(tmp_path, **{"data.dataset": "coco"})
+    assert err.value.field == "init.warm_start"
     with pytest.raises(ConfigError) as err:
-        ensure_warm_start(cfg)
+        config(tmp_path, **{"model.text.pretrained": str(tmp_path)})
     assert err.value.field == "init.warm_start"
