@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/compare.py
 
-reproduce: install  # ALBEF Table 1 in miniature through the service (~16 min on 2 cores)
+reproduce: install  # ALBEF Table 1 in miniature through the service (~31 min on 2 cores)
 	$(BIN)/python bench/reproduce.py
 
 serve: install
