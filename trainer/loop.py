@@ -24,9 +24,9 @@ from trainer.checkpoint import load_latest, rng_state, save_atomic, set_rng_stat
 from trainer.config import RuntimeConfig, TrainConfig
 from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histograms
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
-from trainer.model.forward import Batch, VocabInfo
+from trainer.model.forward import Batch
 from trainer.model.pretrainer import Pretrainer
-from trainer.warm_start import ensure_warm_start
+from trainer.warm_start import ensure_warm_start, vocab_info
 
 
 class TrialDiverged(RuntimeError):
@@ -71,18 +71,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def vocab_info(bench: Benchmark) -> VocabInfo:
-    tok = bench.tokenizer
-    return VocabInfo(
-        size=len(tok),
-        pad_id=tok.pad_token_id,
-        cls_id=tok.cls_token_id,
-        sep_id=tok.sep_token_id,
-        mask_id=tok.mask_token_id,
-        unk_id=tok.unk_token_id,
-    )
 
 
 class PairSampler:

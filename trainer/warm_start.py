@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +48,19 @@ WARM_START_EXPERIMENT = "ablate-warm-starts"
 MIN_FOREGROUND = 0.25
 """A patch is labelled with the object covering at least this share of it (small objects rarely
 hold a majority of an 8x8 patch)."""
+
+
+def vocab_info(bench: Benchmark) -> VocabInfo:
+    """The token ids objectives need, from the benchmark's tokenizer."""
+    tok = bench.tokenizer
+    return VocabInfo(
+        size=len(tok),
+        pad_id=tok.pad_token_id,
+        cls_id=tok.cls_token_id,
+        sep_id=tok.sep_token_id,
+        mask_id=tok.mask_token_id,
+        unk_id=tok.unk_token_id,
+    )
 
 
 @dataclass
@@ -179,10 +193,6 @@ def train_warm_start(
     """Train the image path on patch labels and the text path by MLM; return the trained
     tensors (by model name) and a summary. Seeds torch's global RNG: call it inside
     ``torch.random.fork_rng`` when the caller's stream matters."""
-    import time
-
-    from trainer.loop import vocab_info  # the loop imports this module
-
     check_supported(cfg)
     split = bench.train
     if split.label_maps is None:
