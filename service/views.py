@@ -26,7 +26,7 @@ CiMethod = Literal["t", "bootstrap"]
 ARTIFACT_DIR = "compare"
 """Folder of the comparison artifacts on the experiment's MLflow parent run."""
 
-# analyze() names its arguments in its ValueErrors; the query parameter each one comes from.
+# The analyze() argument an AnalysisError's ``field`` names -> the query parameter it came from.
 _QUERY_FIELD = {
     "baseline": "baseline", "alpha": "alpha", "correction": "correction", "ci_method": "ci",
     "n_boot": "ci", "bootstrap_method": "ci",
@@ -122,11 +122,11 @@ def analyze_experiment(exp: StoredExperiment, query: CompareQuery,
     try:
         return an.analyze(view, baseline=query.baseline, alpha=query.alpha,
                           correction=query.correction, ci_method=query.ci)
-    except ValueError as err:
-        field = _QUERY_FIELD.get(str(err).split(" ", 1)[0])
+    except an.AnalysisError as err:
+        field = _QUERY_FIELD.get(err.field)
         if field is None:  # not about an option the client chose: a bug, let it surface
             raise
-        raise QueryError(field, str(err)) from err
+        raise QueryError(field, err.reason) from err
 
 
 def compare(store: Store, exp_id: str, fmt: str, query: CompareQuery,

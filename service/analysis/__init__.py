@@ -5,6 +5,7 @@ plotting here, so it can be unit-tested on planted data and reused by the API, t
 and the report renderers (``service.report``). One module per step, this one runs them:
 
 * ``schema``: the input view and the ``Analysis`` result (pydantic), metric directions;
+* ``errors``: ``AnalysisError(field, reason)``, raised whenever the input is refused;
 * ``summaries``: trials -> one dense per-seed array; per-variant means, stds, intervals;
 * ``pairwise``: variant - reference tests, effect sizes, corrections, verdicts;
 * ``factorial``: factor main effects and interactions (OLS + ANOVA);
@@ -29,6 +30,7 @@ import math
 from typing import Literal
 
 from service.analysis.curves import learning_curves
+from service.analysis.errors import AnalysisError
 from service.analysis.factorial import factorial_effects
 from service.analysis.pairwise import compare_pairs, correct_pvalues, holm
 from service.analysis.schema import (
@@ -58,6 +60,7 @@ from service.analysis.summaries import Boot, cell_summaries, collect_table
 
 __all__ = [
     "BOOTSTRAP_METHODS",
+    "AnalysisError",
     "DONE_STATUSES",
     "EFFECT_SIZE_CI_METHOD",
     "Analysis",
@@ -92,32 +95,33 @@ def _validate(
     n_boot: int,
     bootstrap_method: str,
 ) -> None:
-    """Fail early with a ValueError that names the offending argument."""
+    """Fail early, before any statistics, with an :class:`AnalysisError` naming the argument."""
     from statsmodels.stats.multitest import multipletests
 
     names = [v.name for v in view.variants]
     if not names:
-        raise ValueError("view.variants is empty: nothing to analyze")
+        raise AnalysisError("view.variants", "empty: nothing to analyze")
     if len(set(names)) != len(names):
-        raise ValueError("view.variants has duplicate names")
+        raise AnalysisError("view.variants", "duplicate names")
     if baseline not in names:
-        raise ValueError(f"baseline {baseline!r} is not a variant of {view.name!r}")
+        raise AnalysisError("baseline", f"{baseline!r} is not a variant of {view.name!r}")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise AnalysisError("alpha", f"must be in (0, 1), got {alpha}")
     if ci_method not in ("t", "bootstrap"):
-        raise ValueError(f"ci_method must be 't' or 'bootstrap', got {ci_method!r}")
+        raise AnalysisError("ci_method", f"must be 't' or 'bootstrap', got {ci_method!r}")
     if ci_method == "bootstrap":
         if bootstrap_method not in BOOTSTRAP_METHODS:
-            raise ValueError(f"bootstrap_method must be one of {BOOTSTRAP_METHODS}")
+            raise AnalysisError("bootstrap_method", f"must be one of {BOOTSTRAP_METHODS}")
         if n_boot < 100:
-            raise ValueError(f"n_boot must be >= 100, got {n_boot}")
+            raise AnalysisError("n_boot", f"must be >= 100, got {n_boot}")
     if correction not in ("none", "holm"):
         try:
             multipletests([0.5], alpha=alpha, method=correction)
         except Exception as exc:
-            raise ValueError(
-                f"correction {correction!r} is not a statsmodels multipletests method "
-                "(e.g. 'holm', 'bonferroni', 'fdr_bh') or 'none'"
+            raise AnalysisError(
+                "correction",
+                f"{correction!r} is not a statsmodels multipletests method "
+                "(e.g. 'holm', 'bonferroni', 'fdr_bh') or 'none'",
             ) from exc
 
 
@@ -203,6 +207,7 @@ def analyze(
     ``directions`` overrides the name-based guess of :func:`metric_direction`.
     ``ci_method="bootstrap"`` replaces t intervals (means and deltas) by
     ``scipy.stats.bootstrap`` intervals with a fixed ``boot_seed``; p values stay t-test.
+    A refused argument or view raises :class:`AnalysisError`, whose ``field`` names it.
     """
     baseline = baseline or view.baseline
     _validate(view, baseline, alpha, correction, ci_method, n_boot, bootstrap_method)

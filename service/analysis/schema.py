@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from service.analysis.errors import AnalysisError
+
 DONE_STATUSES = frozenset({"finished", "cached"})
 
 Direction = Literal["higher", "lower"]
@@ -221,7 +223,9 @@ def metric_direction(name: str, overrides: dict[str, str] | None = None) -> Dire
     if overrides and name in overrides:
         value = overrides[name]
         if value not in ("higher", "lower"):
-            raise ValueError(f"directions[{name!r}] must be 'higher' or 'lower', got {value!r}")
+            raise AnalysisError(
+                "directions", f"{name!r} must be 'higher' or 'lower', got {value!r}"
+            )
         return value  # type: ignore[return-value]
     return guess_direction(name) or "higher"
 

@@ -12,6 +12,7 @@ from statsmodels.stats.multitest import multipletests
 
 from service.analysis import (
     Analysis,
+    AnalysisError,
     ExperimentView,
     TrialRecord,
     VariantView,
@@ -215,16 +216,61 @@ def test_numpy_holm_equals_statsmodels() -> None:
     assert holm(p) == pytest.approx(multipletests(p, method="holm")[1])
 
 
-def test_invalid_arguments_raise_named_value_errors() -> None:
+REFUSALS = {
+    "unknown correction": (
+        {"correction": "magic"},
+        "correction",
+        "'magic' is not a statsmodels multipletests method "
+        "(e.g. 'holm', 'bonferroni', 'fdr_bh') or 'none'",
+    ),
+    "unknown baseline": ({"baseline": "nope"}, "baseline", "'nope' is not a variant of 'planted'"),
+    "unknown ci_method": (
+        {"ci_method": "jackknife"},
+        "ci_method",
+        "must be 't' or 'bootstrap', got 'jackknife'",
+    ),
+    "unknown metric direction": (
+        {"directions": {"mean_recall": "up"}},
+        "directions",
+        "'mean_recall' must be 'higher' or 'lower', got 'up'",
+    ),
+    "alpha of 1": ({"alpha": 1.0}, "alpha", "must be in (0, 1), got 1.0"),
+    "too few resamples": (
+        {"ci_method": "bootstrap", "n_boot": 10},
+        "n_boot",
+        "must be >= 100, got 10",
+    ),
+    "unknown bootstrap method": (
+        {"ci_method": "bootstrap", "bootstrap_method": "studentized"},
+        "bootstrap_method",
+        "must be one of ('percentile', 'BCa', 'basic')",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_refused_argument_is_an_analysis_error_naming_it(case: str) -> None:
+    kwargs, field, reason = REFUSALS[case]
     view = make_view({"a": {"mean_recall": [1.0, 2.0]}, "b": {"mean_recall": [1.0, 2.0]}})
-    with pytest.raises(ValueError, match="correction"):
-        analyze(view, correction="magic")
-    with pytest.raises(ValueError, match="baseline"):
-        analyze(view, baseline="nope")
-    with pytest.raises(ValueError, match="ci_method"):
-        analyze(view, ci_method="jackknife")
-    with pytest.raises(ValueError, match="directions"):
-        analyze(view, directions={"mean_recall": "up"})
+    with pytest.raises(AnalysisError) as caught:
+        analyze(view, **kwargs)
+    assert (caught.value.field, caught.value.reason) == (field, reason)
+    assert str(caught.value) == f"{field}: {reason}"
+    assert isinstance(caught.value, ValueError)  # callers catching ValueError still do
+
+
+def test_a_refused_view_is_an_analysis_error_naming_it() -> None:
+    view = make_view({"a": {"mean_recall": [1.0, 2.0]}})
+    twice = view.model_copy(update={"variants": view.variants * 2})
+    with pytest.raises(AnalysisError) as caught:
+        analyze(twice)
+    assert (caught.value.field, caught.value.reason) == ("view.variants", "duplicate names")
+    with pytest.raises(AnalysisError) as caught:
+        analyze(view.model_copy(update={"variants": []}))
+    assert (caught.value.field, caught.value.reason) == (
+        "view.variants",
+        "empty: nothing to analyze",
+    )
 
 
 def _aa_rate(rng: np.random.Generator, repeats: int, seeds_b: list[int]) -> float:

@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import report
+from service import report, views
+from service.analysis import AnalysisError
 from service.api import create_app, new_variants
 from service.settings import Settings
 from service.specs import expand, parse_spec, spec_to_json
 from service.store import Store
-from service.views import CompareQuery, analyze_experiment, learning_curve
+from service.views import CompareQuery, QueryError, analyze_experiment, learning_curve
 
 SPEC: dict[str, Any] = {
     "name": "planted-2x2",
@@ -212,6 +213,33 @@ def test_bad_query_is_422_naming_the_field(client, route, case):
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert detail[0]["field"] == field and detail[0]["reason"]
+
+
+def test_an_analysis_refusal_reaches_the_client_by_its_field(client, monkeypatch):
+    # the route passes correction through unchecked: the analysis refuses it, naming it
+    r = client.get(f"/experiments/{client.exp_id}/compare", params={"correction": "magic"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [{
+        "field": "correction",
+        "reason": "'magic' is not a statsmodels multipletests method "
+                  "(e.g. 'holm', 'bonferroni', 'fdr_bh') or 'none'",
+    }]
+    # options the route already checks are mapped the same way when they reach the analysis
+    exp = client.store.get_experiment(client.exp_id, with_history=True)
+    with pytest.raises(QueryError) as caught:
+        analyze_experiment(exp, CompareQuery(alpha=1.5))
+    assert (caught.value.field, caught.value.reason) == ("alpha", "must be in (0, 1), got 1.5")
+    with pytest.raises(QueryError) as caught:
+        analyze_experiment(exp, CompareQuery(ci="jackknife"))
+    assert (caught.value.field, caught.value.reason) == (
+        "ci", "must be 't' or 'bootstrap', got 'jackknife'")
+    # a refusal of something the client did not choose is a bug: it is not turned into a 4xx
+    def refuse(*args, **kwargs):
+        raise AnalysisError("view.variants", "duplicate names")
+    monkeypatch.setattr(views.an, "analyze", refuse)
+    with pytest.raises(AnalysisError) as raised:
+        analyze_experiment(exp, CompareQuery())
+    assert not isinstance(raised.value, QueryError)
 
 
 def test_unknown_experiment_is_404(client):
