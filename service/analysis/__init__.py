@@ -35,8 +35,8 @@ from service.analysis.factorial import factorial_effects
 from service.analysis.pairwise import compare_pairs, correct_pvalues, holm
 from service.analysis.schema import (
     BOOTSTRAP_METHODS,
-    DONE_STATUSES,
     EFFECT_SIZE_CI_METHOD,
+    RESULT_STATUSES,
     Analysis,
     Cell,
     Comparison,
@@ -60,10 +60,10 @@ from service.analysis.summaries import Boot, cell_summaries, collect_table
 
 __all__ = [
     "BOOTSTRAP_METHODS",
-    "AnalysisError",
-    "DONE_STATUSES",
     "EFFECT_SIZE_CI_METHOD",
+    "RESULT_STATUSES",
     "Analysis",
+    "AnalysisError",
     "Cell",
     "Comparison",
     "Curve",

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from service.analysis.errors import AnalysisError
 
-DONE_STATUSES = frozenset({"finished", "cached"})
+RESULT_STATUSES = frozenset({"finished", "cached"})
+"""Trial statuses whose metrics count (a "done" trial); not the experiment's terminal states."""
 
 Direction = Literal["higher", "lower"]
 DesignKind = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
@@ -39,7 +40,7 @@ class TrialRecord(BaseModel):
 
     @property
     def done(self) -> bool:
-        return self.status in DONE_STATUSES
+        return self.status in RESULT_STATUSES
 
 
 class VariantView(BaseModel):
