@@ -155,13 +155,7 @@ def _best(
 
 
 def _global_notes(
-    conf: float,
-    correction: str,
-    ci_method: str,
-    boot: Boot | None,
-    design: DesignKind,
-    directions: dict[str, Direction],
-    guessed: list[str],
+    conf: float, correction: str, boot: Boot | None, design: DesignKind, guessed: list[str]
 ) -> list[str]:
     """Statistical conventions a report must state."""
     pct = f"{conf:.0%}"
@@ -230,7 +224,7 @@ def analyze(
         prev_pairs = [(i, i - 1) for i in range(1, len(names))]
         prev = compare_pairs(table, prev_pairs, dirs, conf, alpha, correction, boot)
         by_prev = {i: c for (i, _), c in zip(prev_pairs, prev, strict=True)}
-    notes = _global_notes(conf, correction, ci_method, boot, view.design, dirs, guessed)
+    notes = _global_notes(conf, correction, boot, view.design, guessed)
     notes.extend(table.notes)
     effects: list[FactorEffect] = []
     if view.design == "factorial":

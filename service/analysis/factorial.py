@@ -28,13 +28,13 @@ def _factor_order(view: ExperimentView) -> list[str]:
 
 def _factor_levels(view: ExperimentView, factors: list[str], baseline: str) -> dict[str, list[str]]:
     """Levels per factor, the baseline's level first (it is the reference level)."""
-    base = next((v for v in view.variants if v.name == baseline), None)
+    base = next(v for v in view.variants if v.name == baseline)  # analyze checked it is there
     levels: dict[str, list[str]] = {}
     for f in factors:
         seen = list(
             dict.fromkeys(v.factor_levels[f] for v in view.variants if f in v.factor_levels)
         )
-        ref = base.factor_levels.get(f) if base else None
+        ref = base.factor_levels.get(f)
         if ref in seen:
             seen.remove(ref)
             seen.insert(0, ref)

@@ -53,18 +53,16 @@ def collect_table(view: ExperimentView, metrics: list[str]) -> Table:
     seeds = np.array(sorted({s for _, s in done}), dtype=int)
     sidx = {int(s): k for k, s in enumerate(seeds)}
     values = np.full((len(names), len(seeds), len(metrics)), np.nan)
-    n_missing = np.zeros((len(names), len(metrics)), dtype=int)
     for (vi, seed), t in done.items():
         row = values[vi, sidx[seed]]
         for name, val in t.metrics.items():
             j = midx.get(name)
-            if j is not None and val is not None and math.isfinite(val):
+            if j is not None and math.isfinite(val):
                 row[j] = val
     n_done = np.zeros(len(names), dtype=int)
     for vi, _ in done:
         n_done[vi] += 1
-    if len(seeds):
-        n_missing = n_done[:, None] - (~np.isnan(values)).sum(axis=1)
+    n_missing = n_done[:, None] - (~np.isnan(values)).sum(axis=1)
     unfinished: list[set[int]] = [set() for _ in names]
     links: list[list[TrialLink]] = [[] for _ in names]
     for t in view.trials:
