@@ -40,6 +40,7 @@ class TrialRecord(BaseModel):
 
     @property
     def done(self) -> bool:
+        """Whether this trial's metrics count (see ``RESULT_STATUSES``)."""
         return self.status in RESULT_STATUSES
 
 
@@ -66,6 +67,8 @@ class ExperimentView(BaseModel):
 
 
 class Interval(BaseModel):
+    """A confidence interval; ``method`` says how it was made, so a report can say so."""
+
     low: float
     high: float
     level: float
@@ -88,6 +91,8 @@ class Cell(BaseModel):
 
 
 class EffectSize(BaseModel):
+    """Standardised delta: Cohen's d_z for a paired test, Hedges' g for Welch."""
+
     kind: Literal["cohen_dz", "hedges_g"]
     value: float
     ci: Interval | None = None
@@ -115,12 +120,16 @@ class Comparison(BaseModel):
 
 
 class TrialLink(BaseModel):
+    """One attempt of a variant, linked to its MLflow run, so a report can point at it."""
+
     seed: int
     status: str
     mlflow_url: str | None = None
 
 
 class VariantResult(BaseModel):
+    """Everything about one variant: per-metric summaries and its comparisons."""
+
     name: str
     factor_levels: dict[str, str] = Field(default_factory=dict)
     is_baseline: bool = False
