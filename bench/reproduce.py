@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.settings import Settings  # noqa: E402
 from service.stack import Stack, free_port  # noqa: E402
-
-DONE = ("finished", "failed", "cancelled")
+from service.states import TERMINAL_STATUSES  # noqa: E402
 
 # What ALBEF's Table 1 claims, as (row, what the paper reports) pairs; each row is compared with
 # the row above it, which differs by exactly the added component (add_one_in design).
@@ -113,7 +112,7 @@ def run(spec: dict[str, Any], controller: str, timeout: float) -> tuple[dict, fl
             if line != last:
                 print(f"  {time.perf_counter() - t0:7.0f} s  {exp['status']}: {line}", flush=True)
                 last = line
-            if exp["status"] in DONE:
+            if exp["status"] in TERMINAL_STATUSES:
                 return exp, time.perf_counter() - t0
             if time.perf_counter() - t0 > timeout:
                 api.post(f"/experiments/{created['id']}/cancel")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from service.settings import Settings
+from service.states import RESULT_STATES, TERMINAL_STATUSES
 from trainer.cli_train import train_command
 
 app = typer.Typer(
@@ -31,7 +31,6 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DONE_STATUSES = {"finished", "failed", "cancelled"}
 QUICK_SPEC = Path(__file__).resolve().parent.parent / "experiments" / "quick.yaml"
 
 
@@ -95,14 +94,14 @@ def watch_experiment(client: httpx.Client, exp_id: str, interval: float = 1.0,
             for v in exp["variants"]:
                 for t in v["trials"]:
                     total = t["total_steps"] or 1
-                    done = total if t["state"] in ("finished", "cached") else t["step"]
+                    done = total if t["state"] in RESULT_STATES else t["step"]
                     if t["id"] not in tasks:
                         tasks[t["id"]] = progress.add_task(
                             f"{v['name']} seed={t['seed']}", total=total, state=t["state"]
                         )
                     progress.update(tasks[t["id"]], total=total, completed=done,
                                     state=t["state"])
-            if exp["status"] in DONE_STATUSES:
+            if exp["status"] in TERMINAL_STATUSES:
                 return exp
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{exp_id} still {exp['status']} after {timeout}s")
@@ -295,4 +294,4 @@ def main() -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()
