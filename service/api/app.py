@@ -1,0 +1,97 @@
+"""The controller's FastAPI app: routers, the error shape, the OpenAPI schema, the reconciler.
+
+``create_app(settings)`` builds it with the store and the executor on ``app.state`` (injected
+into the routes by ``deps``), so tests, the CLI and the benches build the same app. Every error a
+client can cause is a 4xx whose body is ``{"detail": [{"field": ..., "reason": ...}]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from service.api.models import ErrorBody
+from service.api.routes import compare, experiments, health
+from service.execution import Executor, Reconciler
+from service.settings import Settings
+from service.specs import AblationSpec
+from service.store import Store
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               executor: Executor | None = None, reconcile: bool = True) -> FastAPI:
+    """The controller. ``reconcile`` runs the reconciler at startup and periodically."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reconciler = None
+        if reconcile:
+            reconciler = Reconciler(app.state.executor, settings.reconcile_interval_s)
+            reconciler.start()
+        app.state.reconciler = reconciler
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.stop()
+
+    app = FastAPI(
+        title="vlp-ablate", version="0.1.0", lifespan=lifespan,
+        description="Ablation experiments for vision-language pretraining: POST a spec, get "
+        "trials on Ray, runs in MLflow and a comparison over seeds.",
+        responses={422: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    )
+    app.state.settings = settings
+    app.state.store = store or Store(settings.db_url)
+    app.state.executor = executor or Executor(settings, app.state.store)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(HTTPException)(_http_error)
+    for module in (health, experiments, compare):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """``uvicorn --factory service.api:create_app_from_env``: settings from ``ABLATE_*``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return create_app(Settings())
+
+
+async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 in the API's shape: the field is the parameter's path, sans body/query."""
+    detail = [
+        {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query")),
+         "reason": e["msg"]}
+        for e in err.errors()
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _http_error(_: Request, err: HTTPException) -> JSONResponse:
+    """A raised ``HTTPException`` in the API's shape (a plain-text detail becomes one entry)."""
+    raw: Any = err.detail  # ``deps.error`` raises a list; Starlette's own errors carry a string
+    detail = raw if isinstance(raw, list) else [{"field": "<request>", "reason": str(raw)}]
+    return JSONResponse({"detail": detail}, status_code=err.status_code,
+                        headers=getattr(err, "headers", None))
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus ``AblationSpec``, which POST /experiments reads raw (JSON or YAML)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        spec_schema = AblationSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(spec_schema.pop("$defs", {}))
+        components["AblationSpec"] = spec_schema
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,83 @@
+"""What the routes depend on, as ``Annotated`` dependencies (FastAPI's full-stack template).
+
+``create_app`` puts the settings, the store, the executor and the reconciler on ``app.state``;
+these read them back per request, so tests and the CLI inject their own by building the app.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request
+
+from service.execution import Executor, Reconciler
+from service.settings import Settings
+from service.store import ExperimentView, NotFound, Store
+from service.views import CiMethod, CompareQuery
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_executor(request: Request) -> Executor:
+    executor: Executor = request.app.state.executor
+    return executor
+
+
+def get_reconciler(request: Request) -> Reconciler | None:
+    """None when the app was built without one (``reconcile=False``) or before startup."""
+    reconciler: Reconciler | None = getattr(request.app.state, "reconciler", None)
+    return reconciler
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+ReconcilerDep = Annotated[Reconciler | None, Depends(get_reconciler)]
+
+
+def error(status: int, field: str, reason: str) -> HTTPException:
+    """An HTTP error in the API's one shape, ``{"detail": [{"field", "reason"}]}``."""
+    return HTTPException(status, detail=[{"field": field, "reason": reason}])
+
+
+def check_auth(request: Request, settings: SettingsDep) -> None:
+    """With ``ABLATE_AUTH_TOKEN`` set, every experiment route needs ``Bearer <token>``."""
+    token = settings.auth_token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    if given != f"Bearer {token.get_secret_value()}":
+        raise error(401, "authorization", "a valid 'Bearer <token>' header is required")
+
+
+def load_experiment(store: Store, exp_id: str) -> ExperimentView:
+    """The experiment, or the API's 404."""
+    try:
+        return store.get_experiment(exp_id)
+    except NotFound:
+        raise error(404, "id", f"no experiment {exp_id!r}") from None
+
+
+def compare_query(
+    baseline: Annotated[str | None, Query(description="variant to compare against "
+                                          "(default: the spec's baseline)")] = None,
+    alpha: Annotated[float, Query(gt=0, lt=1,
+                                  description="significance level; CIs at 1 - alpha")] = 0.05,
+    correction: Annotated[str, Query(description="multiple-comparison correction: a statsmodels "
+                                     "multipletests method (holm, bonferroni, fdr_bh, ...) or "
+                                     "none")] = "holm",
+    ci: Annotated[CiMethod, Query(description="t intervals, or bootstrap (percentile)")] = "t",
+) -> CompareQuery:
+    """The comparison options of /compare and /report (the analysis checks baseline/correction)."""
+    return CompareQuery(baseline=baseline, alpha=alpha, correction=correction, ci=ci)
+
+
+CompareQueryDep = Annotated[CompareQuery, Depends(compare_query)]

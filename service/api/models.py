@@ -1,0 +1,189 @@
+"""The HTTP contract: response bodies, and how a stored experiment is shaped into them.
+
+Kept apart from the routes so the contract reads in one place (and in the OpenAPI schema).
+Progress comes from the store's views (``service.states``: one definition for a trial, a
+variant, an experiment and the experiment list).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from service.settings import Settings
+from service.store import ExperimentView, NewVariant, TrialView
+from service.submit import Plan, Submission
+from service.views import run_url
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+# Every 4xx a client can cause (a comment, not a docstring: that would change the schema).
+class ErrorBody(BaseModel):
+    detail: list[FieldError]
+
+
+class PlannedVariantOut(BaseModel):
+    name: str
+    levels: dict[str, str]
+    overrides: dict[str, Any]
+    config_hash: str
+    trial_keys: dict[int, str]
+    """seed -> trial key"""
+
+
+class DryRunOut(BaseModel):
+    dry_run: Literal[True] = True
+    name: str
+    design: str
+    baseline: str
+    seeds: list[int]
+    variants: list[PlannedVariantOut]
+    trials: int
+
+
+class CreatedOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    baseline: str
+    variants: list[str]
+    trials: int
+    cached: int
+    job_submission_id: str | None
+    submit_error: str | None = None
+
+
+class TrialOut(BaseModel):
+    id: int
+    seed: int
+    state: str
+    step: int
+    total_steps: int
+    progress: float
+    attempts: int
+    metrics: dict[str, float]
+    error: str | None
+    trial_key: str
+    cached_from: int | None
+    worker_pid: int | None
+    resumed_from_step: int | None
+    mlflow_run_id: str | None
+    mlflow_url: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class VariantOut(BaseModel):
+    name: str
+    levels: dict[str, str]
+    states: dict[str, int]
+    progress: float
+    trials: list[TrialOut]
+
+
+class ExperimentOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    status: str
+    design: str
+    baseline: str
+    primary_metric: str
+    created_at: datetime
+    states: dict[str, int]
+    progress: float
+    job_submission_id: str | None
+    mlflow_experiment_id: str | None
+    mlflow_url: str | None
+    variants: list[VariantOut]
+
+
+class ExperimentSummaryOut(BaseModel):
+    id: str
+    name: str
+    status: str
+    created_at: datetime
+    trials: int
+    states: dict[str, int]
+    progress: float
+
+
+class ActionOut(BaseModel):
+    id: str
+    status: str
+    trials: int
+    job_submission_id: str | None = None
+
+
+# ---- shaping ---------------------------------------------------------------------------------
+
+def dry_run_out(planned: Plan) -> DryRunOut:
+    return DryRunOut(
+        name=planned.spec.name, design=planned.spec.design,
+        baseline=planned.expansion.baseline, seeds=planned.expansion.seeds,
+        trials=len(planned.expansion.trials),
+        variants=[_planned_variant_out(nv) for nv in planned.variants],
+    )
+
+
+def _planned_variant_out(nv: NewVariant) -> PlannedVariantOut:
+    return PlannedVariantOut(
+        name=nv.name, levels=nv.levels, overrides=nv.overrides, config_hash=nv.config_hash,
+        trial_keys={t.seed: t.trial_key for t in nv.trials},
+    )
+
+
+def created_out(submission: Submission) -> CreatedOut:
+    exp = submission.experiment
+    return CreatedOut(
+        id=exp.id, name=exp.name, status=exp.status, baseline=exp.baseline,
+        variants=[v.name for v in exp.variants], trials=len(exp.trials),
+        cached=exp.counts()["cached"], job_submission_id=submission.job_submission_id,
+        submit_error=submission.submit_error,
+    )
+
+
+def _trial_out(t: TrialView, settings: Settings) -> TrialOut:
+    return TrialOut(
+        id=t.id, seed=t.seed, state=t.state.value, step=t.step, total_steps=t.total_steps,
+        progress=t.progress, attempts=t.attempts, metrics=t.metrics, error=t.error,
+        trial_key=t.trial_key, cached_from=t.cached_from, worker_pid=t.worker_pid,
+        resumed_from_step=t.resumed_from_step, mlflow_run_id=t.mlflow_run_id,
+        mlflow_url=run_url(settings.mlflow_ui_url, t.mlflow_experiment_id, t.mlflow_run_id),
+        started_at=t.started_at, finished_at=t.finished_at,
+    )
+
+
+def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
+    variants = []
+    for v in exp.variants:
+        states: dict[str, int] = {}
+        for t in v.trials:
+            states[t.state.value] = states.get(t.state.value, 0) + 1
+        variants.append(VariantOut(
+            name=v.name, levels=v.levels, states=states, progress=v.progress,
+            trials=[_trial_out(t, settings) for t in v.trials],
+        ))
+    ui = settings.mlflow_ui_url.rstrip("/")
+    return ExperimentOut(
+        id=exp.id, name=exp.name, description=exp.description, status=exp.status,
+        design=exp.design, baseline=exp.baseline, primary_metric=exp.primary_metric,
+        created_at=exp.created_at, states=exp.counts(), progress=exp.progress,
+        job_submission_id=exp.job_submission_id, mlflow_experiment_id=exp.mlflow_experiment_id,
+        mlflow_url=f"{ui}/#/experiments/{exp.mlflow_experiment_id}"
+        if ui and exp.mlflow_experiment_id else None,
+        variants=variants,
+    )
+
+
+def summary_out(exp: ExperimentView) -> ExperimentSummaryOut:
+    return ExperimentSummaryOut(
+        id=exp.id, name=exp.name, status=exp.status, created_at=exp.created_at,
+        trials=len(exp.trials), states=exp.counts(), progress=exp.progress,
+    )
