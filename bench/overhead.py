@@ -56,8 +56,7 @@ OVERRIDES = {
 
 
 def config(steps: int, cache: str):
-    from service.specs import nest
-    from trainer.config import build_config
+    from trainer.config import build_config, nest
 
     return build_config("tiny", overrides=nest(spec_set(steps, cache)))
 

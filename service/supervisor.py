@@ -27,8 +27,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.mlflow_names import mlflow_experiment_name
-from service.run_options import RunOptions
 from service.settings import Settings
+from service.specs import RunOptions
 from service.store import ACTIVE_STATES, Store, TrialState
 
 log = logging.getLogger("service.supervisor")

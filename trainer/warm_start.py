@@ -40,7 +40,7 @@ from trainer.data import Benchmark, load_benchmark, patch_labels
 from trainer.data.benchmark import cache_dir
 from trainer.data.cache import atomic_write
 from trainer.keys import code_fingerprint
-from trainer.model.albef import build_model
+from trainer.model.build import build_model
 from trainer.model.forward import VocabInfo
 from trainer.objectives.mlm import IGNORE, MLMConfig, MLMHead, mask_tokens
 

@@ -10,7 +10,7 @@ import torch
 
 from service.specs import expand, parse_spec
 from tests.trainer.helpers import VOCAB, random_batch, tiny
-from trainer.model.albef import build_model, count_parameters
+from trainer.model.build import build_model, count_parameters
 from trainer.model.mome import MoMEModel
 from trainer.model.pretrainer import Pretrainer
 

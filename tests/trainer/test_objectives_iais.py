@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.trainer.helpers import VOCAB, random_batch, tiny
-from trainer.model.albef import build_model
+from trainer.model.build import build_model
 from trainer.model.pretrainer import Pretrainer
 from trainer.objectives.iais import iais_loss, project_distributed, project_singular
 

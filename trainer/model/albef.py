@@ -6,8 +6,6 @@ pretrained path. The heads of the objectives (ITM, MLM) live with the objectives
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,18 +18,8 @@ from trainer.model.fusion import (
     init_bert_style,
     load_fusion_from_bert,
 )
+from trainer.model.interface import RelationMaps
 from trainer.model.pooling import pool_image, pool_tokens
-
-
-class RelationMaps(NamedTuple):
-    """Head-averaged attention maps of the layer IAIS regularises (rows sum to 1)."""
-
-    text: Tensor
-    """[B,L,L] language self-attention."""
-    image: Tensor
-    """[B,N,N] visual self-attention over the image tokens ([CLS] + patches)."""
-    cross: Tensor
-    """[B,L,N] word -> image-token attention (the alignment)."""
 
 
 def _vit(cfg: ModelConfig, image_size: int) -> ViTModel:
@@ -217,23 +205,3 @@ class ALBEFModel(nn.Module):
         k = att.k_proj(x).view(split).transpose(1, 2)
         a_image = attention_probs(q, k, None)
         return RelationMaps(a_text.mean(1), a_image.mean(1), a_cross.mean(1))
-
-
-def build_model(
-    cfg: ModelConfig, *, vocab_size: int, image_size: int, max_len: int
-) -> nn.Module:
-    """Pick the architecture named by ``model.arch`` (both expose ALBEFModel's interface)."""
-    if cfg.arch == "albef":
-        return ALBEFModel(cfg, vocab_size=vocab_size, image_size=image_size, max_len=max_len)
-    if cfg.arch == "mome":
-        from trainer.model.mome import MoMEModel
-
-        return MoMEModel(cfg, vocab_size=vocab_size, image_size=image_size, max_len=max_len)
-    raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}")
-
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters, shared tensors counted once."""
-    seen = {id(p): p for p in module.parameters() if p.requires_grad or not trainable_only}
-    return sum(p.numel() for p in seen.values())

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from trainer.model.albef import ALBEFModel, RelationMaps
+from trainer.model.interface import RelationMaps, VisionLanguageModel
 
 if TYPE_CHECKING:
     from torch import nn
@@ -66,8 +66,8 @@ class StepContext:
 
     def __init__(
         self,
-        model: ALBEFModel,
-        momentum_model: ALBEFModel | None,
+        model: VisionLanguageModel,
+        momentum_model: VisionLanguageModel | None,
         batch: Batch,
         *,
         alpha_ramp: float,
@@ -121,7 +121,7 @@ class StepContext:
         return ids[:, None] == ids[None, :]
 
     # ---- momentum model (no gradients) ----------------------------------------------------
-    def _momentum(self) -> ALBEFModel:
+    def _momentum(self) -> VisionLanguageModel:
         if self.momentum_model is None:
             raise RuntimeError("an objective asked for momentum features but no EMA model exists")
         return self.momentum_model

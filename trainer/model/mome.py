@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.config import ModelConfig
-from trainer.model.albef import RelationMaps
 from trainer.model.fusion import attention_probs, init_bert_style
+from trainer.model.interface import RelationMaps
 from trainer.model.pooling import pool_image, pool_tokens
 
 TEXT, IMAGE = 0, 1

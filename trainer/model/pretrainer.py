@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from trainer.config import TrainConfig
-from trainer.model.albef import build_model
+from trainer.model.build import build_model
 from trainer.model.forward import Batch, StepContext, VocabInfo
 from trainer.model.momentum import frozen_copy, momentum_update
 from trainer.objectives import OBJECTIVES, ObjectiveEnv
-
-if TYPE_CHECKING:
-    from trainer.warm_start import WarmStart
+from trainer.warm_start import WarmStart, load_into
 
 
 @dataclass
@@ -51,8 +48,6 @@ class Pretrainer(nn.Module):
     def start_from(self, warm: WarmStart) -> None:
         """Load the shared warm start into the encoders (and their EMA copy, which must start
         equal to them); heads, fusion and projections keep this trial's own init."""
-        from trainer.warm_start import load_into
-
         load_into(self.model, warm)
         if self.model_m is not None:
             self.model_m.load_state_dict(self.model.state_dict())

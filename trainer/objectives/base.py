@@ -1,29 +1,23 @@
-"""The one interface every pretraining objective implements, and the registry that names them.
+"""The one interface every pretraining objective implements, and the registry of implementations.
 
-An ablation toggles an objective by name (``objectives.<name>.enabled``), so adding an objective
-is adding one module in this package: a config class, a loss, and ``@register``.
+An ablation toggles an objective by name (``objectives.<name>.enabled``). Adding an objective is
+its settings class in ``trainer.config.objectives`` (torch-free, so specs validate without
+torch) and one module here: a loss and ``@register("<name>")``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+
+from trainer.config.objectives import OBJECTIVE_CONFIGS, ObjectiveConfig
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
     from trainer.model.forward import StepContext, VocabInfo
-
-
-class ObjectiveConfig(BaseModel):
-    """Settings every objective shares: a switch and a loss weight."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    enabled: bool = False
-    weight: float = Field(default=1.0, ge=0.0, description="multiplier of this loss term")
 
 
 @dataclass
@@ -78,14 +72,19 @@ class Objective(nn.Module):
 OBJECTIVES: dict[str, type[Objective]] = {}
 
 
-def register(name: str, config_cls: type[ObjectiveConfig]) -> Any:
-    """Class decorator: make an objective selectable as ``objectives.<name>`` in a TrainConfig."""
+def register(name: str) -> Callable[[type[Objective]], type[Objective]]:
+    """Class decorator: the implementation of ``objectives.<name>``, whose settings class is
+    declared (torch-free) in ``trainer.config.objectives``."""
 
     def wrap(cls: type[Objective]) -> type[Objective]:
+        if name not in OBJECTIVE_CONFIGS:
+            raise ValueError(
+                f"objective {name!r} has no settings class in trainer.config.objectives"
+            )
         if name in OBJECTIVES:
             raise ValueError(f"objective {name!r} registered twice")
         cls.name = name
-        cls.config_cls = config_cls
+        cls.config_cls = OBJECTIVE_CONFIGS[name]
         OBJECTIVES[name] = cls
         return cls
 

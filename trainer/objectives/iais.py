@@ -26,15 +26,14 @@ text), and they drop [CLS]/[SEP] rows (here only padding is dropped).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
+from trainer.config.objectives import IAISConfig
 from trainer.objectives.base import (
     Objective,
-    ObjectiveConfig,
     ObjectiveEnv,
     ObjectiveOutput,
     register,
@@ -42,12 +41,6 @@ from trainer.objectives.base import (
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
-
-
-class IAISConfig(ObjectiveConfig):
-    variant: Literal["singular", "distributed"] = Field(
-        default="singular", description="how visual attention is projected onto the words"
-    )
 
 
 def project_singular(a_image: Tensor, a_cross: Tensor) -> Tensor:
@@ -80,7 +73,7 @@ def iais_loss(a_text: Tensor, projected: Tensor, text_mask: Tensor, eps: float =
     return kl[rows].mean()
 
 
-@register("iais", IAISConfig)
+@register("iais")
 class IAIS(Objective):
     def __init__(self, cfg: IAISConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

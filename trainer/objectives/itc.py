@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from trainer.config.objectives import ITCConfig
 from trainer.objectives.base import (
     Objective,
-    ObjectiveConfig,
     ObjectiveEnv,
     ObjectiveOutput,
     register,
@@ -24,23 +23,6 @@ from trainer.objectives.base import (
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
-
-
-class ITCConfig(ObjectiveConfig):
-    temp: float = Field(default=0.07, gt=0.0, description="initial softmax temperature")
-    learnable_temp: bool = True
-    temp_min: float = Field(default=0.001, gt=0.0)
-    temp_max: float = Field(default=0.5, gt=0.0)
-    queue: bool = False
-    queue_size: int = Field(default=65536, ge=1)
-    distill: bool = False
-    alpha: float = Field(default=0.4, ge=0.0, le=1.0, description="weight of momentum targets")
-
-    @model_validator(mode="after")
-    def _temp_range(self) -> ITCConfig:
-        if not self.temp_min <= self.temp <= self.temp_max:
-            raise ValueError("temp: must lie within [temp_min, temp_max]")
-        return self
 
 
 def soft_targets(positives: Tensor) -> Tensor:
@@ -77,7 +59,7 @@ def itc_loss(
     return (contrastive_loss(sim_i2t, t_i2t) + contrastive_loss(sim_t2i, t_t2i)) / 2
 
 
-@register("itc", ITCConfig)
+@register("itc")
 class ITC(Objective):
     def __init__(self, cfg: ITCConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
+from trainer.config.objectives import ITMConfig
 from trainer.objectives.base import (
     Objective,
-    ObjectiveConfig,
     ObjectiveEnv,
     ObjectiveOutput,
     register,
@@ -31,13 +30,6 @@ from trainer.objectives.base import (
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
-
-
-class ITMConfig(ObjectiveConfig):
-    hard_negatives: bool = False
-    hard_negative_temp: float = Field(
-        default=0.07, gt=0.0, description="softmax temperature for sampling when ITC is off"
-    )
 
 
 def negative_weights(sim: Tensor | None, positives: Tensor, temp: float) -> Tensor:
@@ -61,7 +53,7 @@ def sample_negatives(weights: Tensor) -> tuple[Tensor, Tensor]:
     return rows, torch.multinomial(weights[rows], 1).squeeze(1)
 
 
-@register("itm", ITMConfig)
+@register("itm")
 class ITM(Objective):
     def __init__(self, cfg: ITMConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from trainer.config.objectives import MLMConfig
 from trainer.model.momentum import frozen_copy
 from trainer.objectives.base import (
     Objective,
-    ObjectiveConfig,
     ObjectiveEnv,
     ObjectiveOutput,
     register,
@@ -25,22 +24,6 @@ if TYPE_CHECKING:
     from trainer.model.forward import StepContext, VocabInfo
 
 IGNORE = -100
-
-
-class MLMConfig(ObjectiveConfig):
-    mask_prob: float = Field(default=0.15, gt=0.0, lt=1.0)
-    mask_token_frac: float = Field(default=0.8, ge=0.0, le=1.0, description="-> [MASK]")
-    random_token_frac: float = Field(default=0.1, ge=0.0, le=1.0, description="-> random token")
-    distill: bool = False
-    alpha: float = Field(default=0.4, ge=0.0, le=1.0, description="weight of momentum targets")
-
-    @model_validator(mode="after")
-    def _fractions(self) -> MLMConfig:
-        if self.mask_token_frac + self.random_token_frac > 1.0:
-            raise ValueError(
-                "random_token_frac: mask_token_frac + random_token_frac must not exceed 1"
-            )
-        return self
 
 
 def mask_tokens(
@@ -96,7 +79,7 @@ class MLMHead(nn.Module):
         return self.decoder(self.LayerNorm(F.gelu(self.dense(h))))
 
 
-@register("mlm", MLMConfig)
+@register("mlm")
 class MLM(Objective):
     def __init__(self, cfg: MLMConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

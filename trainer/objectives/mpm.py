@@ -12,21 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from pydantic import Field
 from torch import Tensor
 
-from trainer.objectives.base import ObjectiveConfig
+from trainer.config.objectives import MPMConfig
 from trainer.objectives.mlm import MLMConfig, mask_tokens
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext, VocabInfo
-
-
-class MPMConfig(ObjectiveConfig):
-    mask_prob: float = Field(default=0.15, gt=0.0, lt=1.0, description="fraction of patches")
-    conditional_masking: bool = Field(
-        default=True, description="mask only the image in these passes (text stays clean)"
-    )
 
 
 def draw_patch_mask(

@@ -19,47 +19,26 @@ One softmax per `shapes` label channel (shape, colour); the loss averages the ch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
+from trainer.config import ConfigError
+from trainer.config.objectives import MRCKLConfig
+from trainer.data import COLOURS, SHAPES, labels_from_histograms
 from trainer.objectives.base import Objective, ObjectiveEnv, ObjectiveOutput, register
-from trainer.objectives.mpm import MPMConfig, masked_patch_states
+from trainer.objectives.mpm import masked_patch_states
 from trainer.objectives.mrfr import PatchHead
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
 
 
-
 def shapes_channels() -> dict[str, tuple[int, int]]:
     """Label-map channel and class count (0 = background) of each `shapes` label."""
-    from trainer.data import COLOURS, SHAPES  # trainer.data imports trainer.config
-
     return {"shape": (0, len(SHAPES) + 1), "colour": (1, len(COLOURS) + 1)}
-
-
-class MRCKLConfig(MPMConfig):
-    labels: Literal["shape", "colour", "both"] = Field(
-        default="both", description="`shapes` label channels to predict"
-    )
-    target: Literal["distribution", "label"] = Field(
-        default="distribution",
-        description="`shapes` targets: each patch's label distribution (MRC-kl) or the one-hot "
-        "of its label (MRC, cross-entropy)",
-    )
-    min_foreground: float | None = Field(
-        default=0.25, gt=0.0, le=1.0,
-        description="target label: a foreground label covering this share of a patch labels it "
-        "(None: majority)",
-    )
-    teacher: str | None = Field(
-        default=None, description="TorchScript teacher: images -> per-patch logits [B,P,K]"
-    )
-    teacher_classes: int | None = Field(default=None, ge=2, description="K of the teacher")
 
 
 def mrc_kl_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -69,7 +48,7 @@ def mrc_kl_loss(logits: Tensor, target: Tensor) -> Tensor:
     return (torch.xlogy(t, t) - t * logp).sum(-1).mean()
 
 
-@register("mrc_kl", MRCKLConfig)
+@register("mrc_kl")
 class MRCKL(Objective):
     needs_patch_histograms = True
 
@@ -116,8 +95,6 @@ class MRCKL(Objective):
         shares = F.pad(shares, (0, k - shares.shape[-1]))  # labels absent from the split
         if self.cfg.target == "distribution":
             return shares.float()
-        from trainer.data import labels_from_histograms  # trainer.data imports trainer.config
-
         return F.one_hot(labels_from_histograms(shares, self.cfg.min_foreground), k).float()
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
@@ -135,6 +112,4 @@ class MRCKL(Objective):
 
 
 def _config_error(field: str, reason: str) -> ValueError:
-    from trainer.config import ConfigError  # trainer.config imports this package
-
     return ConfigError(f"objectives.mrc_kl.{field}", reason)

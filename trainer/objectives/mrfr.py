@@ -8,24 +8,18 @@ patches (detached, a fixed target this step): ``L = mean_{masked i, d} (h(v_i^m)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
 
+from trainer.config.objectives import MRFRConfig
 from trainer.objectives.base import Objective, ObjectiveEnv, ObjectiveOutput, register
-from trainer.objectives.mpm import MPMConfig, masked_patch_states
+from trainer.objectives.mpm import masked_patch_states
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
-
-
-class MRFRConfig(MPMConfig):
-    mask_token: Literal["learned", "zero"] = Field(
-        default="learned", description="what replaces a masked patch embedding"
-    )
 
 
 def mrfr_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -46,7 +40,7 @@ class PatchHead(nn.Module):
         return self.out(self.LayerNorm(F.gelu(self.dense(h))))
 
 
-@register("mrfr", MRFRConfig)
+@register("mrfr")
 class MRFR(Objective):
     def __init__(self, cfg: MRFRConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

@@ -32,16 +32,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
+from trainer.config.objectives import VILLAConfig
 from trainer.objectives.base import (
     Objective,
-    ObjectiveConfig,
     ObjectiveEnv,
     ObjectiveOutput,
     register,
@@ -53,27 +52,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from trainer.model.forward import StepContext
-
-
-Task = Literal["itm", "mlm"]
-
-
-class VILLAConfig(ObjectiveConfig):
-    modality: Literal["image", "text", "alternate"] = "alternate"
-    tasks: list[Task] | None = Field(
-        default=None, min_length=1,
-        description="tasks to perturb (None: every enabled one of itm, mlm)",
-    )
-    adv_steps: int = Field(default=2, ge=1, description="K: projected gradient ascent steps")
-    epsilon: float = Field(default=1.0, gt=0.0, description="L2 bound of each token's delta")
-    adv_lr: float = Field(default=0.1, gt=0.0, description="ascent step size")
-    init_mag: float = Field(default=0.01, ge=0.0, description="scale of the random start")
-    kl_weight: float = Field(default=1.0, ge=0.0, description="weight of the consistency KL")
-    epsilon_scale: Literal["absolute", "embedding_norm"] = Field(
-        default="absolute",
-        description="embedding_norm: epsilon, adv_lr and init_mag are fractions of each "
-                    "token's embedding norm",
-    )
 
 
 def project_l2(delta: Tensor, epsilon: float | Tensor) -> Tensor:
@@ -205,7 +183,7 @@ TASKS: dict[str, Callable[[StepContext, str], AdversarialTask | None]] = {
 }
 
 
-@register("villa", VILLAConfig)
+@register("villa")
 class VILLA(Objective):
     def __init__(self, cfg: VILLAConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

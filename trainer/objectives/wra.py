@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor
 
+from trainer.config.objectives import WRAConfig
 from trainer.objectives.base import (
     Objective,
-    ObjectiveConfig,
     ObjectiveEnv,
     ObjectiveOutput,
     register,
@@ -33,13 +32,6 @@ from trainer.objectives.itm import negative_weights, sample_negatives
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
-
-
-class WRAConfig(ObjectiveConfig):
-    beta: float = Field(default=0.5, gt=0.0, description="IPOT proximal-point weight")
-    iterations: int = Field(default=50, ge=1, description="IPOT outer iterations")
-    k: int = Field(default=1, ge=1, description="inner Sinkhorn steps per iteration")
-    weight: float = Field(default=0.1, ge=0.0, description="UNITER weights OT by 0.1 on ITM")
 
 
 def cosine_cost(x: Tensor, y: Tensor) -> Tensor:
@@ -84,7 +76,7 @@ def wra_loss(distance: Tensor, matched: Tensor) -> Tensor:
     return (distance[matched].sum() - distance[~matched].sum()) / distance.numel()
 
 
-@register("wra", WRAConfig)
+@register("wra")
 class WRA(Objective):
     def __init__(self, cfg: WRAConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)

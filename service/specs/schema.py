@@ -1,4 +1,4 @@
-"""AblationSpec, and its pure, deterministic expansion into named variants x seeds = trials.
+"""AblationSpec: what a POST may say, validated field by field (no torch, no I/O).
 
 A spec says *what to compare*; the expansion says *which configs that means*. Expansion is a pure
 function of the spec (no I/O, no clock, no randomness), so a dry run shows exactly what a real
@@ -21,26 +21,14 @@ level switches several settings together (e.g. ``MoD`` = both distillation flags
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.run_options import MetricsSpec, Resources
-from trainer.config import (
-    ConfigError,
-    TrainConfig,
-    build_config,
-    deep_merge,
-    describe_validation_error,
-)
+from trainer.config import describe_validation_error
 
 Design = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
-
-FULL_NAME = "full"
-BASELINE_NAME = "baseline"
 
 
 class SpecError(ValueError):
@@ -60,6 +48,35 @@ class _Strict(BaseModel):
 
 
 # ---- the spec -----------------------------------------------------------------------------
+
+DEFAULT_REPORTED = ["mean_recall", "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10"]
+
+
+class MetricsSpec(_Strict):
+    primary: str = "mean_recall"
+    reported: list[str] = Field(default_factory=lambda: list(DEFAULT_REPORTED))
+
+
+class Resources(_Strict):
+    """What one trial reserves in Ray (fractions allowed)."""
+
+    cpus: float = Field(default=1.0, gt=0.0)
+    gpus: float = Field(default=0.0, ge=0.0)
+
+
+class RunOptions(BaseModel):
+    """What the supervisor reads from a stored spec; the rest of the spec is ignored here."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+
+    def tracked_metrics(self) -> list[str]:
+        """Primary first, then the reported ones, each once."""
+        return list(dict.fromkeys([self.metrics.primary, *self.metrics.reported]))
+
 
 class Level(_Strict):
     """One level of a factor: a value for the factor's path, or a set of dotted overrides."""
@@ -236,170 +253,3 @@ def parse_spec(data: dict[str, Any] | str | bytes) -> AblationSpec:
         return AblationSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(describe_validation_error(err)) from err
-
-
-# ---- the expansion ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PlannedVariant:
-    name: str
-    levels: dict[str, str]
-    """factor -> level label (empty for explicit variants)."""
-    overrides: dict[str, Any]
-    """nested override tree applied on the preset (base overrides + this variant's levels)."""
-    config: TrainConfig
-
-
-@dataclass(frozen=True)
-class Expansion:
-    spec: AblationSpec
-    variants: list[PlannedVariant]
-    baseline: str
-    seeds: list[int] = field(default_factory=list)
-
-    @property
-    def trials(self) -> list[tuple[PlannedVariant, int]]:
-        """Variant-major order: all seeds of the first variant, then the next."""
-        return [(v, s) for v in self.variants for s in self.seeds]
-
-    def variant(self, name: str) -> PlannedVariant:
-        return next(v for v in self.variants if v.name == name)
-
-
-Selection = tuple[str, dict[str, int]]
-"""A variant name and, per factor, the index of the level it uses."""
-
-
-def _selections(spec: AblationSpec) -> list[Selection]:
-    names = list(spec.factors)
-    n_levels = [len(f.levels) for f in spec.factors.values()]
-    label = {n: [lv.label() for lv in f.levels] for n, f in spec.factors.items()}
-    if spec.design == "factorial":
-        out = []
-        for combo in itertools.product(*(range(n) for n in n_levels)):
-            chosen = dict(zip(names, combo, strict=True))
-            out.append((",".join(f"{n}={label[n][i]}" for n, i in chosen.items()), chosen))
-        return out
-    first = dict.fromkeys(names, 0)
-    last = {n: k - 1 for n, k in zip(names, n_levels, strict=True)}
-    if spec.design == "leave_one_out":
-        return [(FULL_NAME, last)] + [(f"w/o {n}", {**last, n: 0}) for n in names]
-    if spec.design == "add_one_in":
-        out = [(BASELINE_NAME, first)]
-        chosen = dict(first)
-        for i, n in enumerate(names):
-            chosen = {**chosen, n: last[n]}
-            out.append(("".join(f"+{m}" for m in names[: i + 1]), chosen))
-        return out
-    raise AssertionError(spec.design)  # explicit is handled by the caller
-
-
-def count_variants(spec: AblationSpec) -> int:
-    """How many variants the spec expands to, computed without building any config."""
-    if spec.design == "explicit":
-        return len(spec.variants)
-    if spec.design == "factorial":
-        n = 1
-        for f in spec.factors.values():
-            n *= len(f.levels)
-        return n
-    return len(spec.factors) + 1
-
-
-def default_baseline(spec: AblationSpec, names: list[str]) -> str:
-    """add_one_in: the first row; leave_one_out: the full model; factorial: all first levels;
-    explicit: the first listed variant. All of these are the first expanded variant."""
-    return names[0]
-
-
-def nest(dotted: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1, "a.c": 2}`` -> ``{"a": {"b": 1, "c": 2}}`` (mapping values merge)."""
-    tree: dict[str, Any] = {}
-    for path, value in dotted.items():
-        node: Any = value
-        for key in reversed(path.split(".")):
-            node = {key: node}
-        tree = deep_merge(tree, node)
-    return tree
-
-
-def _level_overrides(factor: Factor, level: Level) -> dict[str, Any]:
-    if level.has_value:
-        assert factor.path is not None
-        return nest({factor.path: level.value})
-    return nest(level.set or {})
-
-
-def _build(preset: str | None, overrides: dict[str, Any], where: str, variant: str | None
-           ) -> TrainConfig:
-    try:
-        return build_config(preset, overrides=overrides)
-    except ConfigError as err:
-        if variant is None:
-            raise SpecError.one(f"{where}.{err.field}", err.reason) from err
-        raise SpecError.one(
-            f"{where}[{variant}].{err.field}",
-            f"variant {variant!r} is not a valid config: {err.field}: {err.reason}",
-        ) from err
-
-
-def expand(
-    spec: AblationSpec, *, max_variants: int | None = None, max_trials: int | None = None
-) -> Expansion:
-    """The spec's named variants with resolved configs; raises SpecError naming the problem.
-
-    Limits are checked before any config is built, so a huge grid is rejected cheaply.
-    """
-    n_variants = count_variants(spec)
-    n_trials = n_variants * len(spec.seeds)
-    where = "variants" if spec.design == "explicit" else "factors"
-    shape = f"{n_variants} variants x {len(spec.seeds)} seeds = {n_trials} trials"
-    if max_variants is not None and n_variants > max_variants:
-        raise SpecError.one(
-            where, f"the expansion would make {shape}; the limit is {max_variants} variants"
-        )
-    if max_trials is not None and n_trials > max_trials:
-        raise SpecError.one(
-            "seeds", f"the expansion would make {shape}; the limit is {max_trials} trials"
-        )
-    if spec.budget.max_trials is not None and n_trials > spec.budget.max_trials:
-        raise SpecError.one(
-            "budget.max_trials",
-            f"the expansion would make {shape}; the budget allows {spec.budget.max_trials}",
-        )
-
-    base = deep_merge(spec.base.overrides, nest(spec.base.set))
-    _build(spec.base.preset, base, "base", None)
-
-    variants: list[PlannedVariant] = []
-    if spec.design == "explicit":
-        for ev in spec.variants:
-            overrides = deep_merge(base, nest(ev.set))
-            config = _build(spec.base.preset, overrides, "variants", ev.name)
-            variants.append(PlannedVariant(ev.name, {}, overrides, config))
-    else:
-        for name, chosen in _selections(spec):
-            overrides = base
-            levels = {}
-            for fname, idx in chosen.items():
-                factor = spec.factors[fname]
-                overrides = deep_merge(overrides, _level_overrides(factor, factor.levels[idx]))
-                levels[fname] = factor.levels[idx].label()
-            config = _build(spec.base.preset, overrides, "variants", name)
-            variants.append(PlannedVariant(name, levels, overrides, config))
-
-    names = [v.name for v in variants]
-    baseline = spec.baseline or default_baseline(spec, names)
-    if baseline not in names:
-        raise SpecError.one(
-            "baseline", f"{baseline!r} is not one of the variants: {', '.join(names)}"
-        )
-    if spec.budget.max_total_steps is not None:
-        total = sum(v.config.schedule.steps for v in variants) * len(spec.seeds)
-        if total > spec.budget.max_total_steps:
-            raise SpecError.one(
-                "budget.max_total_steps",
-                f"the trials would take {total} steps in all; the budget allows "
-                f"{spec.budget.max_total_steps}",
-            )
-    return Expansion(spec=spec, variants=variants, baseline=baseline, seeds=list(spec.seeds))
