@@ -4,18 +4,23 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 TORCH   := torch==2.13.0
+# Every other package at the version the suite last passed with; `make lock` regenerates it.
+LOCK    := requirements/constraints.txt
 
-.PHONY: install demo test test-fast lint bench reproduce serve clean
+.PHONY: install lock demo test test-fast lint bench reproduce serve clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and exactly pinned: a looser spec pulls gigabytes of CUDA wheels.
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+lock:  # UPGRADE="pkg ..." (or all) lifts those pins; everything else stays as locked
+	VENV=$(VENV) UPGRADE="$(UPGRADE)" bash scripts/lock.sh
 
 demo: install
 	$(BIN)/ablate demo
