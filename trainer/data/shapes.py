@@ -212,7 +212,9 @@ def save(path: Path, splits: dict[str, ShapesSplit]) -> None:
 
     def write(fh: IO[bytes]) -> None:
         # Compressed: mostly flat background, so 64 px x 20k images shrink ~40x (500 -> 12 MB).
-        np.savez_compressed(fh, **arrays)
+        # allow_pickle=True is numpy's default; given by name, the type checker knows that
+        # **arrays fills only the arrays
+        np.savez_compressed(fh, allow_pickle=True, **arrays)
 
     atomic_write(path, write)
 

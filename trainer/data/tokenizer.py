@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from trainer.data.cache import atomic_write
 
@@ -155,6 +155,7 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     p = Path(path)
     if not p.exists():
         raise ValueError(f"data.tokenizer_path: {path!r} does not exist")
+    out: PreTrainedTokenizerBase  # a fast tokenizer is checked for below
     try:
         if p.is_file():
             tok = Tokenizer.from_file(str(p))
