@@ -64,7 +64,8 @@ def draw_bars(ax, a: Analysis, metric: str) -> None:
         capsize=3,
         linewidth=1,
     )
-    px, pts = [], []
+    px: list[float] = []
+    pts: list[float] = []
     for i, c in enumerate(cells):
         if c and c.values:
             k = len(c.values)

@@ -8,6 +8,7 @@ Text uses plain unicode (Δ, ±, ↑, †); each renderer translates it for its 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import median
 
@@ -51,7 +52,7 @@ class Table:
 # ------------------------------------------------------------------ number format
 
 
-def decimals_for(values: list[float]) -> int:
+def decimals_for(values: Sequence[float | None]) -> int:
     """Decimals so that typical values keep ~3 significant digits (min 2, max 6)."""
     mags = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
     if not mags:
@@ -152,14 +153,14 @@ def build_table(a: Analysis) -> Table:
             cmp = v.vs_baseline.get(prim)
             row += [
                 delta_cell(cmp, dec[prim]),
-                TCell(fmt_p(cmp and cmp.p_corrected)),
+                TCell(fmt_p(None if cmp is None else cmp.p_corrected)),
                 verdict_cell(cmp),
             ]
         if prev:
             cmp = v.vs_previous.get(prim)
             row += [
                 delta_cell(cmp, dec[prim]),
-                TCell(fmt_p(cmp and cmp.p_corrected) if cmp else ""),
+                TCell(fmt_p(cmp.p_corrected) if cmp else ""),
                 verdict_cell(cmp),
             ]
         rows.append(row)
