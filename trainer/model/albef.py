@@ -10,10 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+from transformers.models.vit.modeling_vit import ViTLayer
 
 from trainer.config import ModelConfig
 from trainer.model.fusion import (
     FusionEncoder,
+    FusionLayer,
     attention_probs,
     init_bert_style,
     load_fusion_from_bert,
@@ -188,6 +190,7 @@ class ALBEFModel(nn.Module):
         input, an extra pass through the other ViT layers, only when IAIS is on)."""
         h = text_embeds
         *lower, last = self.fusion.layer
+        assert isinstance(last, FusionLayer)  # nn.ModuleList types its items as nn.Module
         for layer in lower:
             h = layer(h, text_mask, image_embeds, None)
         a_text = last.attention.probs(h, h, text_mask)
@@ -196,6 +199,7 @@ class ALBEFModel(nn.Module):
         emb = self.vision.embeddings
         v = emb(images.to(emb.patch_embeddings.projection.weight.dtype))
         *vis_lower, vis_last = self.vision.layers
+        assert isinstance(vis_last, ViTLayer)
         for layer in vis_lower:
             v = layer(v, None)
         att = vis_last.attention

@@ -9,7 +9,6 @@ from trainer.config import ModelConfig
 from trainer.model.albef import ALBEFModel
 from trainer.model.mome import MoMEModel
 
-
 Architecture = ALBEFModel | MoMEModel
 """Every architecture: each an ``nn.Module`` that implements ``VisionLanguageModel``."""
 

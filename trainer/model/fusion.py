@@ -42,6 +42,12 @@ class _Output(nn.Module):
         return self.LayerNorm(self.dropout(self.dense(h)) + residual)
 
 
+class _Intermediate(nn.Module):
+    def __init__(self, hidden: int, intermediate: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden, intermediate)
+
+
 class Attention(nn.Module):
     """Multi-head attention (self or cross) with a post-LN residual, as in BERT."""
 
@@ -81,8 +87,7 @@ class FusionLayer(nn.Module):
         super().__init__()
         self.attention = Attention(hidden, heads, hidden, dropout)
         self.crossattention = Attention(hidden, heads, image_dim, dropout)
-        self.intermediate = nn.Module()
-        self.intermediate.dense = nn.Linear(hidden, intermediate)
+        self.intermediate = _Intermediate(hidden, intermediate)
         self.output = _Output(intermediate, hidden, dropout)
 
     def forward(

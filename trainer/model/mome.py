@@ -219,7 +219,9 @@ class MoMEModel(nn.Module):
         routes = self._fusion_routes(n)
         for layer, route in zip(self.layers[:-1], routes[:-1], strict=True):
             x = layer(x, mask, route)
-        a = self.layers[-1].attn.probs(self.layers[-1].norm(x), mask).mean(1)  # [B,N,N]
+        last = self.layers[-1]
+        assert isinstance(last, MultiwayBlock)  # nn.ModuleList types its items as nn.Module
+        a = last.attn.probs(last.norm(x), mask).mean(1)  # [B,N,N]
 
         def block(rows: slice, cols: slice) -> Tensor:
             sub = a[:, rows, cols]

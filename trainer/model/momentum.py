@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+M = TypeVar("M", bound=nn.Module)
 
-def frozen_copy(module: nn.Module) -> nn.Module:
+
+def frozen_copy(module: M) -> M:
     """An EMA copy that starts equal to the online module and never receives gradients."""
     clone = copy.deepcopy(module)
     for p in clone.parameters():
