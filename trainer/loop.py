@@ -25,7 +25,7 @@ from trainer.config import RuntimeConfig, TrainConfig
 from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histograms
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
 from trainer.model.forward import Batch
-from trainer.model.pretrainer import Pretrainer
+from trainer.model.pretrainer import Pretrainer, StepOutput
 from trainer.warm_start import ensure_warm_start, vocab_info
 
 
@@ -140,7 +140,8 @@ class Trainer:
             pretrainer.start_from(warm)
         self.warm_start_key = None if warm is None else warm.key
         self.pretrainer = pretrainer.to(self.device)
-        self.step_fn = self.pretrainer
+        # the pretrainer, or its compiled form: called as ``Pretrainer.forward``
+        self.step_fn: Callable[..., StepOutput] = self.pretrainer
         if cfg.runtime.compile and self.device.type == "cuda":
             self.step_fn = torch.compile(self.pretrainer)
         self.optimizer = torch.optim.AdamW(
@@ -213,7 +214,7 @@ class Trainer:
     def _patch_histograms(self, split: ImageTextSplit) -> torch.Tensor | None:
         """[N,C,P,K] per-image patch label shares, computed once (no RNG), only when an
         enabled objective reads them and the data has label maps."""
-        readers = [o for o in self.pretrainer.objectives.values() if o.needs_patch_histograms]
+        readers = [o for o in self.pretrainer.enabled().values() if o.needs_patch_histograms]
         if not readers or split.label_maps is None:
             return None
         return patch_histograms(split.label_maps, self.cfg.model.vision.patch_size)
@@ -253,8 +254,8 @@ class Trainer:
             loss.backward()
             for k, v in {"loss": out.loss.detach(), **out.terms}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
-            for k, v in out.logs.items():
-                sums[k] = sums.get(k, 0.0) + v / accum
+            for k, value in out.logs.items():
+                sums[k] = sums.get(k, 0.0) + value / accum
         if self.cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.pretrainer.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()

@@ -17,7 +17,7 @@ from torch import Tensor
 from trainer.model.interface import RelationMaps, VisionLanguageModel
 
 if TYPE_CHECKING:
-    from torch import nn
+    from trainer.objectives.base import Objective
 
 
 @dataclass
@@ -36,10 +36,12 @@ class Batch:
     data has label maps."""
 
     def to(self, device: torch.device) -> Batch:
-        moved = [t.to(device, non_blocking=True) for t in
-                 (self.images, self.input_ids, self.attention_mask, self.image_ids)]
+        images, input_ids, attention_mask, image_ids = (
+            t.to(device, non_blocking=True)
+            for t in (self.images, self.input_ids, self.attention_mask, self.image_ids)
+        )
         hist = None if self.patch_histograms is None else self.patch_histograms.to(device)
-        return Batch(*moved, patch_histograms=hist)
+        return Batch(images, input_ids, attention_mask, image_ids, patch_histograms=hist)
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -79,7 +81,7 @@ class StepContext:
         self.alpha_ramp = alpha_ramp
         """Fraction (0 to 1) of each objective's distillation alpha in force at this step."""
         self.step = step
-        self.objectives: dict[str, nn.Module] = {}
+        self.objectives: dict[str, Objective] = {}
         """The enabled objectives, for one that reads another's parts (VILLA uses ITM's and
         MLM's heads, ITM's hard negatives ITC's temperature)."""
 

@@ -11,7 +11,9 @@ from trainer.config import TrainConfig
 from trainer.model.build import build_model
 from trainer.model.forward import Batch, StepContext, VocabInfo
 from trainer.model.momentum import frozen_copy, momentum_update
-from trainer.objectives import OBJECTIVES, ObjectiveEnv
+from trainer.objectives import OBJECTIVES, Objective, ObjectiveEnv
+from trainer.objectives.base import as_objective, require
+from trainer.objectives.itm import ITM
 from trainer.warm_start import WarmStart, load_into
 
 
@@ -42,7 +44,7 @@ class Pretrainer(nn.Module):
         self.objectives = nn.ModuleDict(
             {name: OBJECTIVES[name](cfg.objective(name), env) for name in cfg.enabled_objectives()}
         )
-        needs_momentum = any(o.needs_momentum_model for o in self.objectives.values())
+        needs_momentum = any(o.needs_momentum_model for o in self.enabled().values())
         self.model_m = frozen_copy(self.model) if needs_momentum else None
 
     def start_from(self, warm: WarmStart) -> None:
@@ -52,9 +54,16 @@ class Pretrainer(nn.Module):
         if self.model_m is not None:
             self.model_m.load_state_dict(self.model.state_dict())
 
+    def enabled(self) -> dict[str, Objective]:
+        """The enabled objectives by name: ``self.objectives`` (which registers them as
+        submodules, and types them as ``nn.Module``) typed as objectives."""
+        return {name: as_objective(module) for name, module in self.objectives.items()}
+
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
-        pairs = [] if self.model_m is None else [(self.model, self.model_m)]
-        for objective in self.objectives.values():
+        pairs: list[tuple[nn.Module, nn.Module]] = (
+            [] if self.model_m is None else [(self.model, self.model_m)]
+        )
+        for objective in self.enabled().values():
             pairs.extend(objective.momentum_pairs())
         return pairs
 
@@ -62,11 +71,12 @@ class Pretrainer(nn.Module):
         if self.training:
             momentum_update(self.momentum_pairs(), self.cfg.model.momentum)
         ctx = StepContext(self.model, self.model_m, batch, alpha_ramp=alpha_ramp, step=step)
-        ctx.objectives = dict(self.objectives.items())
+        objectives = self.enabled()
+        ctx.objectives = dict(objectives)
         total: Tensor | None = None
         terms: dict[str, Tensor] = {}
         logs: dict[str, float] = {}
-        for name, objective in self.objectives.items():
+        for name, objective in objectives.items():
             out = objective(ctx)
             weighted = objective.cfg.weight * out.loss
             total = weighted if total is None else total + weighted
@@ -77,7 +87,8 @@ class Pretrainer(nn.Module):
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: no decay on biases, LayerNorms, embeddings' norms and temperature."""
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for name, p in self.named_parameters():
             if not p.requires_grad:
                 continue
@@ -91,4 +102,4 @@ class Pretrainer(nn.Module):
     def itm_scores(self, text: Tensor, mask: Tensor, image: Tensor) -> Tensor:
         """ITM logit margin (match log-odds) for aligned rows of text and image embeddings."""
         fused = self.model.fuse(text, mask, image)
-        return self.objectives["itm"].score(fused[:, 0])
+        return require(self.enabled(), ITM).score(fused[:, 0])

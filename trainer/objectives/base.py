@@ -7,9 +7,9 @@ torch) and one module here: a loss and ``@register("<name>")``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from torch import Tensor, nn
 
@@ -59,6 +59,8 @@ class Objective(nn.Module):
     def __init__(self, cfg: ObjectiveConfig, env: ObjectiveEnv) -> None:
         super().__init__()
         self.cfg = cfg
+        """``objectives.<name>``: an instance of the settings class registered under this
+        objective's name, which each implementation declares as its type (``cfg: ITCConfig``)."""
         self.env = env
 
     def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
@@ -69,14 +71,16 @@ class Objective(nn.Module):
         raise NotImplementedError
 
 
+ObjectiveT = TypeVar("ObjectiveT", bound=Objective)
+
 OBJECTIVES: dict[str, type[Objective]] = {}
 
 
-def register(name: str) -> Callable[[type[Objective]], type[Objective]]:
+def register(name: str) -> Callable[[type[ObjectiveT]], type[ObjectiveT]]:
     """Class decorator: the implementation of ``objectives.<name>``, whose settings class is
     declared (torch-free) in ``trainer.config.objectives``."""
 
-    def wrap(cls: type[Objective]) -> type[Objective]:
+    def wrap(cls: type[ObjectiveT]) -> type[ObjectiveT]:
         if name not in OBJECTIVE_CONFIGS:
             raise ValueError(
                 f"objective {name!r} has no settings class in trainer.config.objectives"
@@ -89,3 +93,27 @@ def register(name: str) -> Callable[[type[Objective]], type[Objective]]:
         return cls
 
     return wrap
+
+
+def as_objective(module: nn.Module) -> Objective:
+    """``module`` typed as the ``Objective`` it is (``nn.ModuleDict`` types its values as
+    ``nn.Module``)."""
+    if not isinstance(module, Objective):
+        raise TypeError(f"{type(module).__name__} is not an Objective")
+    return module
+
+
+def lookup(objectives: Mapping[str, Objective], cls: type[ObjectiveT]) -> ObjectiveT | None:
+    """The enabled objective that ``cls`` implements, typed as ``cls``; None when it is off."""
+    found = objectives.get(cls.name)
+    if found is None or isinstance(found, cls):
+        return found
+    raise TypeError(f"objective {cls.name!r} is a {type(found).__name__}, not {cls.__name__}")
+
+
+def require(objectives: Mapping[str, Objective], cls: type[ObjectiveT]) -> ObjectiveT:
+    """As ``lookup``, for an objective that must be on (a KeyError names it otherwise)."""
+    found = lookup(objectives, cls)
+    if found is None:
+        raise KeyError(cls.name)
+    return found

@@ -75,6 +75,8 @@ def iais_loss(a_text: Tensor, projected: Tensor, text_mask: Tensor, eps: float =
 
 @register("iais")
 class IAIS(Objective):
+    cfg: IAISConfig
+
     def __init__(self, cfg: IAISConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
 

@@ -61,6 +61,15 @@ def itc_loss(
 
 @register("itc")
 class ITC(Objective):
+    cfg: ITCConfig
+    temp: Tensor
+    """A parameter when ``learnable_temp``, else a buffer."""
+    # buffers, only with ``queue``
+    image_queue: Tensor
+    text_queue: Tensor
+    idx_queue: Tensor
+    queue_ptr: Tensor
+
     def __init__(self, cfg: ITCConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
         self.needs_momentum_model = cfg.queue or cfg.distill

@@ -25,8 +25,10 @@ from trainer.objectives.base import (
     Objective,
     ObjectiveEnv,
     ObjectiveOutput,
+    lookup,
     register,
 )
+from trainer.objectives.itc import ITC
 
 if TYPE_CHECKING:
     from trainer.model.forward import StepContext
@@ -55,6 +57,8 @@ def sample_negatives(weights: Tensor) -> tuple[Tensor, Tensor]:
 
 @register("itm")
 class ITM(Objective):
+    cfg: ITMConfig
+
     def __init__(self, cfg: ITMConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
         self.head = nn.Linear(env.text_dim, 2)
@@ -77,7 +81,7 @@ class ITM(Objective):
         image, text, mask = ctx.image_embeds, ctx.text_embeds, b.attention_mask
         positives = ctx.positives
         sim_t2i = sim_i2t = None
-        itc = ctx.objectives.get("itc")
+        itc = lookup(ctx.objectives, ITC)
         if self.cfg.hard_negatives:
             # read the shared features outside no_grad so that ITC, if on, keeps their graph
             text_feat, image_feat = ctx.text_feat.detach(), ctx.image_feat.detach()

@@ -81,6 +81,8 @@ class MLMHead(nn.Module):
 
 @register("mlm")
 class MLM(Objective):
+    cfg: MLMConfig
+
     def __init__(self, cfg: MLMConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
         self.head = MLMHead(env.text_dim, env.vocab.size)

@@ -50,6 +50,7 @@ def mrc_kl_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 @register("mrc_kl")
 class MRCKL(Objective):
+    cfg: MRCKLConfig
     needs_patch_histograms = True
 
     def __init__(self, cfg: MRCKLConfig, env: ObjectiveEnv) -> None:

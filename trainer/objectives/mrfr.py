@@ -42,6 +42,8 @@ class PatchHead(nn.Module):
 
 @register("mrfr")
 class MRFR(Objective):
+    cfg: MRFRConfig
+
     def __init__(self, cfg: MRFRConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
         self.head = PatchHead(env.vision_dim, env.vision_dim)

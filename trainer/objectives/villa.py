@@ -44,9 +44,10 @@ from trainer.objectives.base import (
     ObjectiveEnv,
     ObjectiveOutput,
     register,
+    require,
 )
-from trainer.objectives.itm import negative_weights, sample_negatives
-from trainer.objectives.mlm import IGNORE, mask_tokens
+from trainer.objectives.itm import ITM, negative_weights, sample_negatives
+from trainer.objectives.mlm import IGNORE, MLM, mask_tokens
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -149,7 +150,7 @@ def perturbed_forward(
 
 def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
     """ITM over the positives and one random negative image per caption."""
-    b, head = ctx.batch, ctx.objectives["itm"].head
+    b, head = ctx.batch, require(ctx.objectives, ITM).head
     with torch.no_grad():
         rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0))
     pair_text = torch.cat([torch.arange(len(b), device=rows.device), rows])
@@ -165,7 +166,7 @@ def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
 
 def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
     """MLM on the batch's pairs with a fresh masking; None when no token was masked."""
-    b, mlm = ctx.batch, ctx.objectives["mlm"]
+    b, mlm = ctx.batch, require(ctx.objectives, MLM)
     ids, labels = mask_tokens(b.input_ids, mlm.env.vocab, mlm.cfg)
     chosen = labels != IGNORE
     if not bool(chosen.any()):
@@ -185,6 +186,8 @@ TASKS: dict[str, Callable[[StepContext, str], AdversarialTask | None]] = {
 
 @register("villa")
 class VILLA(Objective):
+    cfg: VILLAConfig
+
     def __init__(self, cfg: VILLAConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
         from trainer.config import ConfigError  # trainer.config imports this package

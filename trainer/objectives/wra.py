@@ -78,6 +78,8 @@ def wra_loss(distance: Tensor, matched: Tensor) -> Tensor:
 
 @register("wra")
 class WRA(Objective):
+    cfg: WRAConfig
+
     def __init__(self, cfg: WRAConfig, env: ObjectiveEnv) -> None:
         super().__init__(cfg, env)
 
