@@ -6,8 +6,8 @@ stop training; on restart :meth:`Executor.reconcile` compares the store with Ray
 MLflow and resubmits whatever lost its job. Submission ids are ``<experiment id>`` and then
 ``<experiment id>-r<N>``, so submitting is idempotent: a live job is never submitted twice.
 
-The MLflow experiment (and a parent run) is created here, before any trial starts, because
-concurrent first writes to a fresh SQLite-backed MLflow store race.
+The MLflow experiment and its parent run are created (``service.parent_runs``) before the job is
+submitted, so no trial ever creates them.
 """
 
 from __future__ import annotations
@@ -19,15 +19,12 @@ import threading
 import time
 from pathlib import Path
 
-from mlflow.entities import RunStatus
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from service.finalize import finalize
-from service.mlflow_names import EXPERIMENT_TAG, ROLE_TAG, mlflow_experiment_name
+from service.parent_runs import ParentRuns
 from service.settings import Settings
-from service.store import ExperimentView, Store
+from service.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +41,7 @@ class Executor:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        self.mlflow = MlflowClient(settings.mlflow_tracking_uri)
+        self.parent_runs = ParentRuns(settings, store)
         self._jobs: JobSubmissionClient | None = None
         self._lock = threading.RLock()
 
@@ -79,63 +76,6 @@ class Executor:
         env["PYTHONUNBUFFERED"] = "1"
         return {"env_vars": env}
 
-    # ---- MLflow -----------------------------------------------------------------------------
-    def prepare_mlflow(self, exp: ExperimentView) -> tuple[str, str | None]:
-        """The experiment's MLflow experiment and parent run, created once, before any trial."""
-        if exp.mlflow_experiment_id:
-            if exp.mlflow_parent_run_id:  # a retry re-opens a parent ended by an earlier job
-                run = self.mlflow.get_run(exp.mlflow_parent_run_id)
-                if run.info.status != "RUNNING":
-                    self.mlflow.update_run(exp.mlflow_parent_run_id, status="RUNNING")
-            return exp.mlflow_experiment_id, exp.mlflow_parent_run_id
-        name = mlflow_experiment_name(exp)
-        found = self.mlflow.get_experiment_by_name(name)
-        if found is not None:
-            eid = found.experiment_id
-        else:
-            try:
-                eid = self.mlflow.create_experiment(name, tags={EXPERIMENT_TAG: exp.id})
-            except MlflowException:
-                found = self.mlflow.get_experiment_by_name(name)
-                if found is None:
-                    raise
-                eid = found.experiment_id
-        parent = self.mlflow.create_run(
-            eid, run_name=f"{exp.name} (all trials)",
-            tags={EXPERIMENT_TAG: exp.id, ROLE_TAG: "parent"},
-        ).info.run_id
-        self.store.set_mlflow(exp.id, eid, parent)
-        return eid, parent
-
-    def end_orphan_runs(self, exp: ExperimentView, status: str = "KILLED",
-                        include_parent: bool = False) -> int:
-        """End RUNNING MLflow runs of an experiment whose job is gone (nobody will end them)."""
-        if not exp.mlflow_experiment_id:
-            return 0
-        runs = self.mlflow.search_runs(
-            [exp.mlflow_experiment_id], filter_string="attributes.status = 'RUNNING'",
-            max_results=1000,
-        )
-        n = 0
-        for run in runs:
-            if run.info.run_id == exp.mlflow_parent_run_id and not include_parent:
-                continue
-            self.mlflow.set_terminated(run.info.run_id, status=status)
-            n += 1
-        return n
-
-    def end_parent(self, exp: ExperimentView) -> None:
-        """End the parent run of an experiment with no active trials left."""
-        if not exp.mlflow_parent_run_id:
-            return
-        run = self.mlflow.get_run(exp.mlflow_parent_run_id)
-        if run.info.status == "RUNNING":
-            ok = exp.status == "finished"
-            self.mlflow.set_terminated(
-                exp.mlflow_parent_run_id,
-                status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED),
-            )
-
     # ---- submit / cancel --------------------------------------------------------------------
     def submit(self, exp_id: str) -> str | None:
         """Make sure a job runs this experiment's runnable trials; returns its submission id.
@@ -151,7 +91,7 @@ class Executor:
                 status = self.job_status(exp.job_submission_id)
                 if status is not None and not status.is_terminal():
                     return exp.job_submission_id
-            self.prepare_mlflow(exp)
+            self.parent_runs.prepare(exp)
             n = exp.job_submissions
             sid = exp_id if n == 0 else f"{exp_id}-r{n}"
             try:
@@ -190,7 +130,7 @@ class Executor:
                     log.info("stop_job %s: %s", exp.job_submission_id, err)
             n = self.store.cancel_trials(exp_id)
             exp = self.store.get_experiment(exp_id)
-            self.end_orphan_runs(exp, status="KILLED", include_parent=True)
+            self.parent_runs.end_orphans(exp, status="KILLED", include_parent=True)
             return n
 
     # ---- reconciliation ---------------------------------------------------------------------
@@ -210,7 +150,7 @@ class Executor:
                 exp = self.store.get_experiment(exp_id)
                 if exp.cancelled_at is not None:
                     self.store.cancel_trials(exp_id)
-                    self.end_orphan_runs(exp, include_parent=True)
+                    self.parent_runs.end_orphans(exp, include_parent=True)
                     actions[exp_id] = "cancelled"
                     continue
                 if exp.job_submission_id:
@@ -218,12 +158,12 @@ class Executor:
                     if status is not None and not status.is_terminal():
                         actions[exp_id] = f"job {exp.job_submission_id} {status.value}"
                         continue
-                ended = self.end_orphan_runs(exp, status="FAILED")
+                ended = self.parent_runs.end_orphans(exp, status="FAILED")
                 if exp.job_submissions > self.settings.max_job_resubmits:
                     self.store.fail_active(
                         exp_id, f"its Ray job was lost {exp.job_submissions} times; giving up"
                     )
-                    self.end_parent(self.store.get_experiment(exp_id))
+                    self.parent_runs.end_parent(self.store.get_experiment(exp_id))
                     actions[exp_id] = "failed: too many lost jobs"
                     continue
                 sid = self.submit(exp_id)
@@ -244,7 +184,7 @@ class Executor:
                 status = self.job_status(exp.job_submission_id)
                 if status is not None and not status.is_terminal():
                     return None
-            return "finalized" if finalize(self, exp_id) else None
+            return "finalized" if finalize(self.parent_runs, exp_id) else None
         except Exception as err:  # MLflow or Ray down: the next pass tries again
             log.warning("finalize %s: %s: %s", exp_id, type(err).__name__, err)
             return f"finalize failed: {err}"

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.mlflow_names import mlflow_experiment_name
+from service.mlflow_names import mlflow_experiment_name, trial_tags
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ACTIVE_STATES, Store, TrialState
@@ -68,6 +68,7 @@ def trial_plan(store: Store, exp_id: str) -> dict[int, dict[str, Any]]:
                 plan[t.id] = {
                     "trial_id": t.id, "seed": t.seed, "variant": variant.name,
                     "trial_key": t.trial_key, "config": variant.config,
+                    "levels": variant.levels,
                 }
     return plan
 
@@ -139,12 +140,8 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
                 experiment_name=exp_ctx["mlflow_experiment_name"],
                 trial_key=trial["trial_key"],
                 run_name=f"{trial['variant']} seed={trial['seed']}",
-                tags={
-                    "ablate.experiment_id": exp_ctx["experiment_id"],
-                    "ablate.trial_id": str(trial_id),
-                    "variant": trial["variant"],
-                    "seed": str(trial["seed"]),
-                },
+                tags=trial_tags(exp_ctx["experiment_id"], trial_id, trial["variant"],
+                                trial["seed"], trial["levels"]),
                 parent_run_id=exp_ctx["mlflow_parent_run_id"],
                 checkpoint_dir=ckpt,
                 progress=report,
@@ -315,11 +312,11 @@ def supervise(exp_id: str, settings: Settings) -> int:
                 store.mark_failed(t.id, t.error or "the trial ended without a result")
     exp = store.get_experiment(exp_id)
     if not any(t.state in ACTIVE_STATES for t in exp.trials):
-        from service.execution import Executor  # MLflow and Ray's job client: only now
-        from service.finalize import finalize
+        from service.finalize import finalize  # imports MLflow: only now
+        from service.parent_runs import ParentRuns
 
         try:
-            finalize(Executor(settings, store), exp_id)
+            finalize(ParentRuns(settings, store), exp_id)
         except Exception:  # a report must never fail the job; the reconciler tries again
             log.exception("experiment %s: the end-of-experiment step failed", exp_id)
     failed = sum(t.state == TrialState.FAILED for t in exp.trials)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from service.mlflow_names import experiment_url
 from service.settings import Settings
 from service.store import ExperimentView, NewVariant, TrialView
 from service.submit import Plan, Submission
@@ -176,7 +177,7 @@ def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
         design=exp.design, baseline=exp.baseline, primary_metric=exp.primary_metric,
         created_at=exp.created_at, states=exp.counts(), progress=exp.progress,
         job_submission_id=exp.job_submission_id, mlflow_experiment_id=exp.mlflow_experiment_id,
-        mlflow_url=f"{ui}/#/experiments/{exp.mlflow_experiment_id}"
+        mlflow_url=experiment_url(ui, exp.mlflow_experiment_id)
         if ui and exp.mlflow_experiment_id else None,
         variants=variants,
     )

@@ -294,8 +294,8 @@ def test_comparison_artifacts_on_the_parent_run_once(client, tmp_path):
     """The supervisor's end-of-job step against a real MLflow (SQLite store, no server)."""
     from mlflow.tracking import MlflowClient
 
-    from service.finalize import log_comparison
     from service.mlflow_names import COMPARE_TAG
+    from service.parent_runs import ParentRuns
     from service.supervisor import curves_to_store
 
     settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/ml.db",
@@ -304,13 +304,14 @@ def test_comparison_artifacts_on_the_parent_run_once(client, tmp_path):
     eid = ml.create_experiment("planted", artifact_location=(tmp_path / "art").as_uri())
     parent = ml.create_run(eid).info.run_id
     client.store.set_mlflow(client.exp_id, eid, parent)
-    assert log_comparison(client.store, client.exp_id, settings) is True
+    parent_runs = ParentRuns(settings, client.store)
+    assert parent_runs.log_comparison(client.exp_id) is True
     names = {f.path for f in ml.list_artifacts(parent, "compare")}
     assert names == {f"compare/{n}" for n in
                      ("analysis.json", "table.md", "table.csv", "bars.png", "curves.png")}
     tag = ml.get_run(parent).data.tags[COMPARE_TAG]
     # a restarted job logs nothing again (same table), and nothing is duplicated
-    assert log_comparison(client.store, client.exp_id, settings) is False
+    assert parent_runs.log_comparison(client.exp_id) is False
     assert {f.path for f in ml.list_artifacts(parent, "compare")} == names
     assert ml.get_run(parent).data.tags[COMPARE_TAG] == tag
     (tmp_path / "dl").mkdir()

@@ -24,9 +24,9 @@ def executor(tmp_path):
 
 
 def _mlflow_experiment_for(executor: Executor, exp_id: str, tmp_path) -> str:
-    """Where prepare_mlflow will find it by name (an artifact root under tmp, not ./mlruns)."""
+    """Where ParentRuns.prepare will find it by name (an artifact root under tmp, not ./mlruns)."""
     exp = executor.store.get_experiment(exp_id)
-    return executor.mlflow.create_experiment(
+    return executor.parent_runs.client.create_experiment(
         mlflow_experiment_name(exp), artifact_location=(tmp_path / "art").as_uri())
 
 
@@ -40,7 +40,7 @@ def test_done_experiment_without_job_gets_parent_run_with_comparison_once(execut
     assert executor.reconcile() == {exp_id: "finalized"}
     exp = executor.store.get_experiment(exp_id)
     assert exp.finalized_at is not None and exp.mlflow_experiment_id == eid
-    ml: MlflowClient = executor.mlflow
+    ml: MlflowClient = executor.parent_runs.client
     parent = ml.get_run(exp.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED"
     assert {f.path for f in ml.list_artifacts(parent.info.run_id, "compare")} >= {
