@@ -58,11 +58,11 @@ def dashboard(tmp_path_factory) -> Iterator[tuple[str, dict[str, float]]]:
             yield link, recalls
 
 
-def _chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     profile.mkdir(parents=True, exist_ok=True)
     flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--window-size")]
     return subprocess.run(
-        [chromium, *flags, "--window-size=1600,1000", f"--user-data-dir={profile}",
+        [binary, *flags, "--window-size=1600,1000", f"--user-data-dir={profile}",
          "--virtual-time-budget=30000", *args],
         capture_output=True, text=True, timeout=180, cwd=profile,
     )
