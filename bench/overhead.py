@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.settings import Settings  # noqa: E402
 from service.stack import Stack, free_port  # noqa: E402
+from service.states import TERMINAL_STATUSES  # noqa: E402
 
 POLL_S = 0.5
 """How often the bench asks the controller (``ablate watch`` asks every 1 s). Each GET costs the
@@ -241,7 +242,7 @@ def run_service(n: int, steps: int, controller: str, work: Path) -> tuple[Timeli
         watch.points["201 Created"] = time.time()
         while True:
             exp = api.get(f"/experiments/{exp_id}").json()
-            if exp["status"] in ("finished", "failed", "cancelled"):
+            if exp["status"] in TERMINAL_STATUSES:
                 break
             starting = "trial worker" not in watch.points
             if starting:  # fine-grained only while the start runs: the trials need the CPU

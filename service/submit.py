@@ -16,6 +16,7 @@ from service.execution import Executor, Reconciler
 from service.settings import Settings
 from service.specs import AblationSpec, Expansion, expand, parse_spec, spec_to_json
 from service.store import ExperimentView, NewTrial, NewVariant, Store
+from trainer.keys import trial_key  # light: no torch, no training loop
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,6 @@ class Submission:
 
 def new_variants(expansion: Expansion) -> list[NewVariant]:
     """The expansion's variants as the store takes them, each trial keyed by config and seed."""
-    # The light key module: importing the training loop would cost a first POST seconds.
-    from trainer.keys import trial_key
-
     return [
         NewVariant(
             name=v.name, levels=v.levels, overrides=v.overrides,
