@@ -72,24 +72,14 @@ class Settings(BaseSettings):
         return self.data_dir / "checkpoints"
 
     def env(self) -> dict[str, str]:
-        """These settings as ``ABLATE_*`` variables (for subprocesses and the Ray job)."""
-        out = {
-            "ABLATE_DATA_DIR": str(self.data_dir),
-            "ABLATE_DB_URL": self.db_url,
-            "ABLATE_HOST": self.host,
-            "ABLATE_PORT": str(self.port),
-            "ABLATE_MLFLOW_PORT": str(self.mlflow_port),
-            "ABLATE_RAY_DASHBOARD_PORT": str(self.ray_dashboard_port),
-            "ABLATE_MLFLOW_TRACKING_URI": self.mlflow_tracking_uri,
-            "ABLATE_MLFLOW_UI_URL": self.mlflow_ui_url,
-            "ABLATE_RAY_ADDRESS": self.ray_address,
-            "ABLATE_CONTROLLER_URL": self.controller_url,
-            "ABLATE_MAX_VARIANTS": str(self.max_variants),
-            "ABLATE_MAX_TRIALS": str(self.max_trials),
-            "ABLATE_MAX_RETRIES": str(self.max_retries),
-            "ABLATE_MAX_JOB_RESUBMITS": str(self.max_job_resubmits),
-            "ABLATE_RECONCILE_INTERVAL_S": str(self.reconcile_interval_s),
-        }
-        if self.auth_token is not None:
-            out["ABLATE_AUTH_TOKEN"] = self.auth_token.get_secret_value()
+        """These settings as ``ABLATE_*`` variables (for subprocesses and the Ray job): every
+        field, so a new setting reaches the job without anyone listing it here."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            out[f"ABLATE_{name.upper()}"] = str(value)
         return out
