@@ -17,6 +17,10 @@ from mlflow.tracking import MlflowClient
 TRIAL_KEY_TAG = "trial_key"
 FINAL_METRICS_ARTIFACT = "final_metrics.json"
 MAX_BATCH = 900  # MLflow accepts at most 1000 entities per log_batch
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""MLflow 3's UI opens an experiment without this tag in its GenAI view (traces, prompts)."""
+MODEL_TRAINING_KIND = "custom_model_development"
+"""The kind that makes the UI open the experiment on its runs, as a model-training experiment."""
 
 
 def git_commit() -> str | None:
@@ -33,18 +37,27 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The id of the MLflow experiment ``name``, creating it if needed (race-safe)."""
+def ensure_experiment(
+    client: MlflowClient, name: str, tags: dict[str, str] | None = None
+) -> str:
+    """The id of the MLflow experiment ``name``, creating it with ``tags`` if needed (race-safe:
+    of two concurrent creations one wins and the other finds its experiment). The experiment
+    always ends up marked as model training (see ``EXPERIMENT_KIND_TAG``), an existing one too,
+    unless someone chose another kind for it (a kind the UI only inferred is replaced)."""
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(
+                name, tags={**(tags or {}), EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND}
+            )
+        except MlflowException:
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    kind = found.tags.get(EXPERIMENT_KIND_TAG, "")
+    if found.lifecycle_stage == "active" and (not kind or kind.endswith("_inferred")):
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return found.experiment_id
 
 
 class TrialRun:
