@@ -14,6 +14,8 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from trainer.environment import stack_tags
+
 TRIAL_KEY_TAG = "trial_key"
 FINAL_METRICS_ARTIFACT = "final_metrics.json"
 MAX_BATCH = 900  # MLflow accepts at most 1000 entities per log_batch
@@ -73,6 +75,7 @@ class TrialRun:
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
         parent_run_id: str | None = None,
+        torch_threads: int | None = None,
     ) -> None:
         self.client = MlflowClient(tracking_uri)
         self.trial_key = trial_key
@@ -82,6 +85,7 @@ class TrialRun:
         self.run_name = run_name
         self.tags = dict(tags or {})
         self.parent_run_id = parent_run_id
+        self.torch_threads = torch_threads
         self.run_id: str | None = None
         self.last_logged_step = -1
 
@@ -109,15 +113,18 @@ class TrialRun:
             return json.loads(Path(path).read_text())
 
     def open(self, params: dict[str, Any]) -> str:
-        """Resume this trial's run if one exists (setting it RUNNING again), else create it."""
+        """Resume this trial's run if one exists (setting it RUNNING again), else create it. Either
+        way the run's stack tags (``trainer.environment``) describe this attempt's machine."""
+        stack = stack_tags(self.torch_threads)
         run = self.find()
         if run is not None:
             self.run_id = run.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            self.set_tags(stack)
             history = self.client.get_metric_history(self.run_id, "loss")
             self.last_logged_step = max((m.step for m in history), default=-1)
             return self.run_id
-        tags = {TRIAL_KEY_TAG: self.trial_key, **self.tags}
+        tags = {TRIAL_KEY_TAG: self.trial_key, **stack, **self.tags}
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         created = self.client.create_run(self.experiment_id, tags=tags, run_name=self.run_name)

@@ -58,7 +58,7 @@ def run_trial(
     run = TrialRun(
         tracking_uri, trial_key=key, experiment_id=experiment_id,
         experiment_name=experiment_name, run_name=run_name, tags=all_tags,
-        parent_run_id=parent_run_id,
+        parent_run_id=parent_run_id, torch_threads=config.runtime.threads,
     )
     done = run.finished_metrics()
     if done is not None:

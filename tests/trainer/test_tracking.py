@@ -1,22 +1,96 @@
-"""Tracking against a real MLflow store (SQLite in tmp_path): experiments created race-safely
-and marked as model training."""
+"""Tracking against a real MLflow store (SQLite in tmp_path): the stack tags every trial run
+carries, and experiments created race-safely and marked as model training."""
 
 from __future__ import annotations
 
 import threading
+from importlib import metadata
 from pathlib import Path
 
+import torch
 from mlflow.tracking import MlflowClient
 
+from trainer.config import build_config
+from trainer.environment import (
+    CPU_COUNT_TAG,
+    CPU_TAG,
+    CUDA_TAG,
+    GPU_TAG,
+    STACK_PACKAGES,
+    TORCH_THREADS_TAG,
+    VERSION_TAG_PREFIX,
+    stack_tags,
+)
 from trainer.tracking import (
     EXPERIMENT_KIND_TAG,
     MODEL_TRAINING_KIND,
+    TrialRun,
     ensure_experiment,
 )
+from trainer.trial import run_trial
 
 
 def _uri(tmp: Path) -> str:
     return f"sqlite:///{tmp / 'mlflow.db'}"
+
+
+def _assert_stack(tags: dict[str, str]) -> None:
+    for name in STACK_PACKAGES:
+        assert tags[f"{VERSION_TAG_PREFIX}{name}"] == metadata.version(name)
+    assert tags[f"{VERSION_TAG_PREFIX}python"].count(".") == 2
+    assert tags[CPU_TAG] and tags[CPU_TAG] != "unknown"
+    assert int(tags[CPU_COUNT_TAG]) >= 1
+    expected_gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    assert tags[GPU_TAG] == expected_gpu
+    assert tags[CUDA_TAG] == (torch.version.cuda or "none")
+
+
+def test_stack_tags_hold_versions_and_hardware_but_no_path() -> None:
+    tags = stack_tags()
+    _assert_stack(tags)
+    assert tags[TORCH_THREADS_TAG] == str(torch.get_num_threads())
+    assert stack_tags(torch_threads=3)[TORCH_THREADS_TAG] == "3"
+    here = str(Path(__file__).resolve().parents[2])
+    assert not any(here in v or str(Path.home()) in v or "/" in v for v in tags.values())
+
+
+def test_trial_run_records_its_stack_and_refreshes_it_on_resume(tmp_path: Path) -> None:
+    uri = _uri(tmp_path)
+    run = TrialRun(uri, trial_key="k1", experiment_name="stack", tags={"seed": "0"})
+    run_id = run.open({"a": 1})
+    run.close(False)
+    client = MlflowClient(uri)
+    tags = client.get_run(run_id).data.tags
+    _assert_stack(tags)
+    assert tags["seed"] == "0" and tags["trial_key"] == "k1"
+
+    client.set_tag(run_id, f"{VERSION_TAG_PREFIX}torch", "another-machine")
+    again = TrialRun(uri, trial_key="k1", experiment_name="stack", torch_threads=5)
+    assert again.open({"a": 1}) == run_id  # resumed, not duplicated
+    again.close(True)
+    tags = client.get_run(run_id).data.tags
+    assert tags[f"{VERSION_TAG_PREFIX}torch"] == metadata.version("torch")
+    assert tags[TORCH_THREADS_TAG] == "5"
+
+
+def test_run_trial_tags_its_run_with_the_stack_and_its_thread_count(tmp_path: Path) -> None:
+    cfg = build_config("tiny", dotted={
+        "data.image_size": 32, "data.root": str(tmp_path / "data"), "init.warm_start": False,
+        "data.num_train_images": 32, "data.num_val_images": 8, "data.num_test_images": 8,
+        "data.captions_per_image": 1, "data.batch_size": 8, "schedule.steps": 2,
+        "schedule.warmup_steps": 0, "runtime.log_every": 1, "runtime.checkpoint_every": 2,
+        "eval.rerank_k": 2, "runtime.threads": 1, "objectives.itc.queue_size": 16,
+    })
+    uri = _uri(tmp_path)
+    result = run_trial(cfg, 0, tracking_uri=uri, experiment_name="stack-trial",
+                       checkpoint_dir=tmp_path / "ckpt")
+    client = MlflowClient(uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    _assert_stack(run.data.tags)
+    assert run.data.tags[TORCH_THREADS_TAG] == "1"  # runtime.threads, what the loop trains with
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
 
 
 def test_ensure_experiment_creates_with_tags_and_the_model_training_kind(
