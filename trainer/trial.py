@@ -13,8 +13,7 @@ from trainer.config import TrainConfig
 from trainer.loop import Progress, TrialDiverged, train
 from trainer.tracking import TrialRun, git_commit
 
-TrialProgress = Progress
-__all__ = ["TrialDiverged", "TrialProgress", "TrialResult", "run_trial"]
+__all__ = ["TrialDiverged", "TrialResult", "run_trial"]
 
 
 @dataclass
