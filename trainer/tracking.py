@@ -134,8 +134,15 @@ class TrialRun:
             self.client.log_batch(self.run_id, params=items[i : i + 90])
         return self.run_id
 
+    @property
+    def open_run_id(self) -> str:
+        """The run's id; logging to a run that was never opened is a bug, not a silent no-op."""
+        if self.run_id is None:
+            raise RuntimeError(f"the run of trial {self.trial_key} is not open")
+        return self.run_id
+
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.open_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int, *, force: bool = False) -> None:
         """Log scalars at ``step``; steps already logged before a resume are skipped."""
@@ -144,14 +151,14 @@ class TrialRun:
         ts = _now_ms()
         items = [Metric(k, float(v), ts, step) for k, v in sorted(metrics.items())]
         for i in range(0, len(items), MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=items[i : i + MAX_BATCH])
+            self.client.log_batch(self.open_run_id, metrics=items[i : i + MAX_BATCH])
 
     def log_json(self, name: str, obj: Any) -> None:
-        self.client.log_text(self.run_id, json.dumps(obj, indent=2, sort_keys=True), name)
+        self.client.log_text(self.open_run_id, json.dumps(obj, indent=2, sort_keys=True), name)
 
     def close(self, ok: bool) -> None:
         status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
-        self.client.set_terminated(self.run_id, status=status)
+        self.client.set_terminated(self.open_run_id, status=status)
 
 
 def _now_ms() -> int:
