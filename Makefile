@@ -32,8 +32,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-lint: install
+lint: install  # ruff, then mypy over trainer/ and service/ ([tool.mypy] in pyproject.toml)
 	$(BIN)/ruff check trainer service tests bench
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/trainer.py

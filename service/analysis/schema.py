@@ -232,11 +232,13 @@ def metric_direction(name: str, overrides: dict[str, str] | None = None) -> Dire
     """
     if overrides and name in overrides:
         value = overrides[name]
-        if value not in ("higher", "lower"):
-            raise AnalysisError(
-                "directions", f"{name!r} must be 'higher' or 'lower', got {value!r}"
-            )
-        return value  # type: ignore[return-value]
+        if value == "higher":
+            return "higher"
+        if value == "lower":
+            return "lower"
+        raise AnalysisError(
+            "directions", f"{name!r} must be 'higher' or 'lower', got {value!r}"
+        )
     return guess_direction(name) or "higher"
 
 

@@ -1,7 +1,7 @@
 """Alembic environment: runs on the connection ``service.store.migrate`` hands over (or the URL)."""
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from service.store import MIGRATION_LOCK_KEY, Base
 
@@ -9,7 +9,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -34,7 +34,10 @@ if context.is_offline_mode():
 elif (conn := config.attributes.get("connection")) is not None:
     _run(conn)
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: neither a connection nor sqlalchemy.url was given")
+    engine = create_engine(url)
     with engine.connect() as connection:
         _run(connection)
     engine.dispose()
