@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from trainer.model.interface import RelationMaps, VisionLanguageModel
-
-if TYPE_CHECKING:
-    from trainer.objectives.base import Objective
 
 
 @dataclass
@@ -81,7 +77,7 @@ class StepContext:
         self.alpha_ramp = alpha_ramp
         """Fraction (0 to 1) of each objective's distillation alpha in force at this step."""
         self.step = step
-        self.objectives: dict[str, Objective] = {}
+        self.objectives: dict[str, nn.Module] = {}
         """The enabled objectives, for one that reads another's parts (VILLA uses ITM's and
         MLM's heads, ITM's hard negatives ITC's temperature)."""
 

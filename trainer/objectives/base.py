@@ -103,15 +103,17 @@ def as_objective(module: nn.Module) -> Objective:
     return module
 
 
-def lookup(objectives: Mapping[str, Objective], cls: type[ObjectiveT]) -> ObjectiveT | None:
+def lookup(objectives: Mapping[str, nn.Module], cls: type[ObjectiveT]) -> ObjectiveT | None:
     """The enabled objective that ``cls`` implements, typed as ``cls``; None when it is off."""
     found = objectives.get(cls.name)
-    if found is None or isinstance(found, cls):
+    if found is None:
+        return None
+    if isinstance(found, cls):
         return found
     raise TypeError(f"objective {cls.name!r} is a {type(found).__name__}, not {cls.__name__}")
 
 
-def require(objectives: Mapping[str, Objective], cls: type[ObjectiveT]) -> ObjectiveT:
+def require(objectives: Mapping[str, nn.Module], cls: type[ObjectiveT]) -> ObjectiveT:
     """As ``lookup``, for an objective that must be on (a KeyError names it otherwise)."""
     found = lookup(objectives, cls)
     if found is None:
