@@ -9,10 +9,26 @@ dashboard address.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); a name that is not
+    ``localhost`` may resolve anywhere, so it counts as exposed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ExposedWithoutAuth(ValueError):
+    """The controller would listen beyond loopback with no token and no explicit opt-out."""
 
 
 class Settings(BaseSettings):
@@ -50,6 +66,10 @@ class Settings(BaseSettings):
     auth_token: SecretStr | None = Field(
         default=None, description="when set, requests need 'Authorization: Bearer <token>'"
     )
+    allow_unauthenticated: bool = Field(
+        default=False, description="serve beyond loopback without auth_token (only behind a "
+        "proxy that authenticates)",
+    )
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
@@ -70,6 +90,16 @@ class Settings(BaseSettings):
     @property
     def checkpoint_root(self) -> Path:
         return self.data_dir / "checkpoints"
+
+    def check_exposure(self) -> None:
+        """Refuse to serve beyond loopback without a token unless explicitly allowed."""
+        if is_loopback(self.host) or self.auth_token is not None or self.allow_unauthenticated:
+            return
+        raise ExposedWithoutAuth(
+            f"the controller would listen on {self.host!r}, beyond loopback, with no token: set "
+            "ABLATE_AUTH_TOKEN, or ABLATE_ALLOW_UNAUTHENTICATED=true if a proxy in front of it "
+            "authenticates, or bind 127.0.0.1"
+        )
 
     def env(self) -> dict[str, str]:
         """These settings as ``ABLATE_*`` variables (for subprocesses and the Ray job): every

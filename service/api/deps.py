@@ -6,6 +6,7 @@ these read them back per request, so tests and the CLI inject their own by build
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
@@ -48,14 +49,34 @@ def error(status: int, field: str, reason: str) -> HTTPException:
     return HTTPException(status, detail=[{"field": field, "reason": reason}])
 
 
-def check_auth(request: Request, settings: SettingsDep) -> None:
-    """With ``ABLATE_AUTH_TOKEN`` set, every experiment route needs ``Bearer <token>``."""
+def authorized(request: Request, settings: Settings) -> bool:
+    """True without a configured token, or with ``Authorization: Bearer <token>`` (the scheme in
+    any case, RFC 7235). The token is compared in constant time, as bytes (a header may hold
+    any Latin-1 text, which ``compare_digest`` refuses as str), so a matching prefix does not
+    show in the timing."""
     token = settings.auth_token
     if token is None:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(
+        given.strip().encode("utf-8"),
+        token.get_secret_value().encode("utf-8"),
+    )
+
+
+def check_auth(request: Request, settings: SettingsDep) -> None:
+    """With ``ABLATE_AUTH_TOKEN`` set, every experiment route needs ``Bearer <token>``; a 401
+    names the scheme in ``WWW-Authenticate`` (RFC 6750), ``invalid_token`` when one was sent."""
+    if authorized(request, settings):
         return
-    given = request.headers.get("authorization", "")
-    if given != f"Bearer {token.get_secret_value()}":
-        raise error(401, "authorization", "a valid 'Bearer <token>' header is required")
+    challenge = 'Bearer realm="vlp-ablate"'
+    if "authorization" in request.headers:
+        challenge += ', error="invalid_token"'
+    raise HTTPException(
+        401, detail=[{"field": "authorization",
+                      "reason": "a valid 'Authorization: Bearer <token>' header is required"}],
+        headers={"WWW-Authenticate": challenge},
+    )
 
 
 def load_experiment(store: Store, exp_id: str) -> ExperimentView:
