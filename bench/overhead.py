@@ -292,6 +292,7 @@ def main() -> None:
     n = args.trials
     print(f"{n} trials x {args.steps} steps (tiny preset), Ray with {args.cpus} CPUs")
     with Stack(settings, num_cpus=args.cpus) as stack:
+        os.environ.update(stack.ray_client_env())  # the Tune runs join its Ray, which wants a token
         uri = settings.mlflow_tracking_uri
         gcs = f"127.0.0.1:{settings.ray_gcs_port}"
         warm_up(uri, work)

@@ -7,7 +7,9 @@ MLflow and resubmits whatever lost its job. Submission ids are ``<experiment id>
 ``<experiment id>-r<N>``, so submitting is idempotent: a live job is never submitted twice.
 
 The MLflow experiment and its parent run are created (``service.parent_runs``) before the job is
-submitted, so no trial ever creates them.
+submitted, so no trial ever creates them. The job's runtime env carries no secret (Ray shows it
+on its dashboard): the database URL goes in a private file (``service.secret_files``), the API
+token nowhere; the Jobs API gets the Ray cluster's token when it has one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 
 from service.finalize import finalize
 from service.parent_runs import ParentRuns
+from service.secret_files import ray_auth_headers, write_job_secrets
 from service.settings import Settings
 from service.store import Store
 
@@ -50,7 +53,8 @@ class Executor:
     def jobs(self) -> JobSubmissionClient:
         if self._jobs is None:
             try:
-                self._jobs = JobSubmissionClient(self.settings.ray_address)
+                self._jobs = JobSubmissionClient(self.settings.ray_address,
+                                                 headers=ray_auth_headers(self.settings))
             except Exception as err:  # the client checks the dashboard on construction
                 raise RayUnavailable(f"{self.settings.ray_address}: {err}") from err
         return self._jobs
@@ -71,7 +75,9 @@ class Executor:
         return f"{shlex.quote(sys.executable)} -m service.supervisor --experiment {exp_id}"
 
     def _runtime_env(self) -> dict[str, object]:
-        env = self.settings.env()
+        """What the job's driver and workers see: settings without secrets, plus the path of
+        the private file that holds the ones they need."""
+        env = self.settings.job_env(write_job_secrets(self.settings))
         env["PYTHONPATH"] = str(PROJECT_ROOT)
         env["PYTHONUNBUFFERED"] = "1"
         return {"env_vars": env}

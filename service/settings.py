@@ -5,15 +5,35 @@ One machine needs no configuration at all: the defaults point at the embedded st
 A cluster deployment changes URLs only: a PostgreSQL ``db_url``
 (``postgresql+psycopg://user@host:port/db``, psycopg 3), a remote MLflow server, a Ray cluster's
 dashboard address.
+
+Secrets (``auth_token``, ``db_url``, which may carry a password) never travel in a Ray job's
+runtime env: Ray shows it to anyone who reaches its dashboard. The job gets the path of a private
+file instead (``ABLATE_SECRETS_FILE``, written by ``service.secret_files``), read here as a
+settings source; the controller's token does not reach the job at all.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SECRETS_FILE_ENV = "ABLATE_SECRETS_FILE"
+JOB_SECRETS = ("db_url",)
+"""Settings the job needs that may hold a password: handed over in the secrets file."""
+CONTROLLER_ONLY = ("auth_token",)
+"""Settings no job needs: they never leave the controller."""
+LOOPBACK = "127.0.0.1"
 
 
 def is_loopback(host: str) -> bool:
@@ -29,6 +49,24 @@ def is_loopback(host: str) -> bool:
 
 class ExposedWithoutAuth(ValueError):
     """The controller would listen beyond loopback with no token and no explicit opt-out."""
+
+
+class _JobSecretsFile(PydanticBaseSettingsSource):
+    """The JSON file ``ABLATE_SECRETS_FILE`` names (the Ray job's secrets); a named file that
+    cannot be read is an error, not a silent fallback to default (say, a SQLite store)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get(SECRETS_FILE_ENV)
+        if not path:
+            return {}
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise RuntimeError(f"{SECRETS_FILE_ENV}={path} cannot be read: {err}") from err
+        return {k: v for k, v in data.items() if k in self.settings_cls.model_fields}
 
 
 class Settings(BaseSettings):
@@ -70,19 +108,35 @@ class Settings(BaseSettings):
         default=False, description="serve beyond loopback without auth_token (only behind a "
         "proxy that authenticates)",
     )
+    ray_auth_token_file: Path | None = Field(
+        default=None, description="file holding the Ray cluster's token (RAY_AUTH_MODE=token), "
+        "sent to its Jobs API; the embedded stack writes one under data_dir/secrets",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The job's secrets file wins over the node's environment: the controller wrote it
+        for this job, as it set the job's runtime env."""
+        return (init_settings, _JobSecretsFile(settings_cls), env_settings, dotenv_settings,
+                file_secret_settings)
 
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if not self.db_url:
             self.db_url = f"sqlite:///{self.data_dir / 'ablate.db'}"
+        # The embedded stack keeps MLflow and Ray's dashboard on loopback whatever ``host`` is.
         if not self.mlflow_tracking_uri:
-            self.mlflow_tracking_uri = f"http://{self.host}:{self.mlflow_port}"
+            self.mlflow_tracking_uri = f"http://{LOOPBACK}:{self.mlflow_port}"
         if not self.mlflow_ui_url:
             uri = self.mlflow_tracking_uri
             self.mlflow_ui_url = uri if uri.startswith("http") else ""
         if not self.ray_address:
-            self.ray_address = f"http://{self.host}:{self.ray_dashboard_port}"
+            self.ray_address = f"http://{LOOPBACK}:{self.ray_dashboard_port}"
         if not self.controller_url:
             self.controller_url = f"http://{self.host}:{self.port}"
         return self
@@ -102,8 +156,8 @@ class Settings(BaseSettings):
         )
 
     def env(self) -> dict[str, str]:
-        """These settings as ``ABLATE_*`` variables (for subprocesses and the Ray job): every
-        field, so a new setting reaches the job without anyone listing it here."""
+        """These settings as ``ABLATE_*`` variables (for the controller's process): every
+        field, so a new setting reaches it without anyone listing it here."""
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
@@ -113,3 +167,15 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             out[f"ABLATE_{name.upper()}"] = str(value)
         return out
+
+    def job_env(self, secrets_file: Path) -> dict[str, str]:
+        """The variables a Ray job may show: every setting but the secrets, plus the path of the
+        file that holds the secrets it needs (``job_secrets``)."""
+        hidden = {f"ABLATE_{name.upper()}" for name in (*JOB_SECRETS, *CONTROLLER_ONLY)}
+        env = {k: v for k, v in self.env().items() if k not in hidden}
+        env[SECRETS_FILE_ENV] = str(secrets_file)
+        return env
+
+    def job_secrets(self) -> dict[str, str]:
+        """What goes in the job's secrets file, by field name."""
+        return {name: str(getattr(self, name)) for name in JOB_SECRETS}

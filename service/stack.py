@@ -5,6 +5,12 @@ Each part is a child process in its own session, so stopping kills exactly what 
 started (by PID and process group) and nothing else on the machine: never ``ray stop``, which
 would take down every Ray on the host. The Ray head gets a dedicated ``--temp-dir`` and free
 ports, so several stacks (or a developer's own Ray) can live side by side.
+
+Nothing of it is open: Ray (every server and worker) and MLflow listen on 127.0.0.1 only, the
+controller on ``settings.host`` (beyond loopback only with a token, or an explicit opt-out), and
+Ray runs with token auth (``RAY_AUTH_MODE=token``): loopback is still reachable by every user of
+the machine, and Ray's Jobs API runs any command. No child inherits the service's secrets from
+this process's environment; the controller gets them explicitly.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ from typing import Any
 import httpx
 import psutil
 
-from service.settings import Settings
+from service.secret_files import new_ray_token, ray_auth_headers
+from service.settings import LOOPBACK, Settings
 
 BIN = Path(sys.executable).parent
+NEVER_INHERITED = ("ABLATE_AUTH_TOKEN", "ABLATE_DB_URL", "RAY_AUTH_TOKEN")
+"""Variables of this process that no child gets by inheritance (the controller gets the first
+two from its settings; Ray's processes read the token from the stack's token file)."""
 
 
 def free_port() -> int:
@@ -122,15 +132,17 @@ def _spawn(name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None 
            cwd: Path | None = None) -> Child:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    inherited = {k: v for k, v in os.environ.items() if k not in NEVER_INHERITED}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            env={**inherited, **(env or {})}, cwd=cwd, start_new_session=True,
         )
     return Child(name, proc, log_path)
 
 
-def wait_http(url: str, child: Child | None, timeout: float, name: str) -> None:
+def wait_http(url: str, child: Child | None, timeout: float, name: str,
+              headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -138,7 +150,7 @@ def wait_http(url: str, child: Child | None, timeout: float, name: str) -> None:
             raise RuntimeError(f"{name} exited (code {child.proc.returncode}); see "
                                f"{child.log_path}:\n{_tail(child.log_path)}")
         try:
-            r = httpx.get(url, timeout=2.0)
+            r = httpx.get(url, timeout=2.0, headers=headers)
             if r.status_code < 500:
                 return
             last = f"HTTP {r.status_code}"
@@ -178,6 +190,7 @@ class Stack:
         self.ray_temp_dir = ray_temp_dir
         self._own_temp_dir = ray_temp_dir is None
         self.children: dict[str, Child] = {}
+        self._own_ray_token = start_ray and settings.ray_auth_token_file is None
 
     # ---- parts ---------------------------------------------------------------------------
     def start_mlflow(self, timeout: float = 90.0) -> None:
@@ -188,7 +201,7 @@ class Stack:
             str(BIN / "mlflow"), "server",
             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
             "--default-artifact-root", str(root / "artifacts"),
-            "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1",
+            "--host", LOOPBACK, "--port", str(s.mlflow_port), "--workers", "1",
         ]
         # MLflow 3's job runner (huey consumers for GenAI jobs: trace roll-ups, prompt
         # optimisation) is not used here; off, the server starts 7 fewer Python processes.
@@ -201,11 +214,13 @@ class Stack:
         s = self.settings
         if self.ray_temp_dir is None:
             self.ray_temp_dir = Path(tempfile.mkdtemp(prefix="ablray-"))
+        if self._own_ray_token:
+            s.ray_auth_token_file = new_ray_token(s)  # fresh per head; the controller reads it
         gcs = s.ray_gcs_port or free_port()
         cmd = [
             str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-            "--include-dashboard=true", "--dashboard-host", s.host,
+            "--node-ip-address", LOOPBACK, "--port", str(gcs),
+            "--include-dashboard=true", "--dashboard-host", LOOPBACK,
             "--dashboard-port", str(s.ray_dashboard_port),
             "--temp-dir", str(self.ray_temp_dir),
             "--ray-client-server-port", str(free_port()),
@@ -218,11 +233,21 @@ class Stack:
         ]
         if self.num_cpus is not None:
             cmd += ["--num-cpus", str(self.num_cpus)]
-        child = _spawn("ray", cmd, self.log_dir, env={"RAY_USAGE_STATS_ENABLED": "0"})
+        env = {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # `ray start` replaces a loopback --node-ip-address with the machine's address, and
+            # the GCS, raylet, object manager, agents and workers then bind that, unless Ray
+            # takes the host for a single-node one (the switch Windows and macOS get).
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            **self.ray_client_env(),
+        }
+        child = _spawn("ray", cmd, self.log_dir, env=env)
         self.children["ray"] = child
-        wait_http(f"{s.ray_address.rstrip('/')}/api/version", child, timeout, "Ray dashboard")
+        auth = ray_auth_headers(s)
+        wait_http(f"{s.ray_address.rstrip('/')}/api/version", child, timeout, "Ray dashboard",
+                  auth)
         # The Jobs API answers once the head's job agent is up.
-        wait_http(f"{s.ray_address.rstrip('/')}/api/jobs/", child, timeout, "Ray Jobs API")
+        wait_http(f"{s.ray_address.rstrip('/')}/api/jobs/", child, timeout, "Ray Jobs API", auth)
         child.remember_descendants()
 
     def start_controller(self, timeout: float = 60.0) -> Child:
@@ -237,9 +262,20 @@ class Stack:
         wait_http(f"{s.controller_url.rstrip('/')}/healthz", child, timeout, "controller")
         return child
 
+    def ray_client_env(self) -> dict[str, str]:
+        """Ray's variables for a process that joins this stack's Ray as a driver (``ray.init``):
+        token auth and where the token is. Empty when the stack runs no Ray of its own."""
+        path = self.settings.ray_auth_token_file
+        if not self.want_ray or path is None:
+            return {}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+
     # ---- whole stack -----------------------------------------------------------------------
     def start(self) -> Stack:
-        """MLflow and Ray start side by side (neither needs the other), then the controller."""
+        """MLflow and Ray start side by side (neither needs the other), then the controller.
+        A controller that would be exposed without auth is refused before anything starts."""
+        if self.want_controller:
+            self.settings.check_exposure()
         errors: list[BaseException] = []
 
         def mlflow_in_thread() -> None:
@@ -271,6 +307,9 @@ class Stack:
             child = self.children.pop(name, None)
             if child is not None:
                 child.stop()
+        token = self.settings.ray_auth_token_file
+        if self._own_ray_token and token is not None:
+            token.unlink(missing_ok=True)  # its head is gone; the next one gets a new token
         if self.ray_temp_dir is not None:
             for proc in _processes_mentioning(str(self.ray_temp_dir)):
                 _kill_pid(proc, time.monotonic() + 5)

@@ -1,11 +1,12 @@
 """What runs inside the experiment's Ray Job: a Ray Tune run over its runnable trials.
 
 ``python -m service.supervisor --experiment <id>`` (settings from ``ABLATE_*`` variables, which
-the controller passes in the job's runtime env). The store decides what runs (pending, retrying,
-and running trials an earlier, lost job left behind), never Tune's saved state: Tune's restore
-re-ran finished trials and duplicated MLflow runs. Each Tune trial calls
-``trainer.trial.run_trial``, which continues the trial's own MLflow run and newest checkpoint, so
-a retry or a resubmitted job resumes instead of starting over.
+the controller passes in the job's runtime env, and secrets from the private file
+``ABLATE_SECRETS_FILE`` names; nothing here writes them to logs or Tune's state). The store
+decides what runs (pending, retrying, and running trials an earlier, lost job left behind), never
+Tune's saved state: Tune's restore re-ran finished trials and duplicated MLflow runs. Each Tune
+trial calls ``trainer.trial.run_trial``, which continues the trial's own MLflow run and newest
+checkpoint, so a retry or a resubmitted job resumes instead of starting over.
 
 Failures: ``TrialDiverged`` and config errors are final (``failed``); anything else, including
 the worker process dying, is retried by Tune (``FailureConfig.max_failures``) and the trial is
@@ -27,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.mlflow_names import mlflow_experiment_name, trial_tags
+from service.paths import check_config_paths
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ACTIVE_STATES, Store, TrialState
@@ -126,6 +128,10 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
         except ValidationError as err:
             store.mark_failed(trial_id, f"invalid config: {err}")
             return {"failed": 1.0}
+        refusals = check_config_paths(config, settings)  # again: a symlink may have moved
+        if refusals:
+            store.mark_failed(trial_id, "; ".join(f"{r.field}: {r.reason}" for r in refusals))
+            return {"failed": 1.0}
         pin_threads_to_assigned_cpus(config)
         ckpt = settings.checkpoint_root / exp_ctx["experiment_id"] / trial["trial_key"]
         report = throttled(
@@ -213,26 +219,27 @@ def _tune_trainable(config: dict[str, Any], plan: dict[int, dict[str, Any]],
     tune.report(run_one(plan[config["trial_id"]], exp_ctx))
 
 
-def _make_callback(db_url: str) -> Any:
+def _make_callback() -> Any:
     from ray.tune import Callback
 
     class StoreCallback(Callback):
         """Records what only the driver sees: a worker that died (retry) or a final error.
 
-        Holds the URL, not a Store: Tune pickles its callbacks, and an engine does not pickle.
+        Holds neither a Store nor its URL: Tune pickles its callbacks into the experiment's
+        folder (an engine does not pickle, and the URL may carry a password); the driver
+        reads the URL from its settings when a callback first needs the store.
         """
 
         def __init__(self) -> None:
-            self.db_url = db_url
             self._store: Store | None = None
 
         def __getstate__(self) -> dict[str, Any]:
-            return {"db_url": self.db_url, "_store": None}
+            return {"_store": None}
 
         @property
         def store(self) -> Store:
             if self._store is None:
-                self._store = Store(self.db_url, run_migrations=False)
+                self._store = Store(Settings().db_url, run_migrations=False)
             return self._store
 
         def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -302,7 +309,7 @@ def supervise(exp_id: str, settings: Settings) -> int:
                 name=sid,
                 storage_path=str(settings.data_dir / "tune"),
                 failure_config=tune.FailureConfig(max_failures=settings.max_retries),
-                callbacks=[_make_callback(settings.db_url)],
+                callbacks=[_make_callback()],
                 verbose=1,
             ),
         )

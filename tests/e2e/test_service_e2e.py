@@ -9,6 +9,7 @@ import time
 import pytest
 from ray.job_submission import JobSubmissionClient
 
+from service.secret_files import ray_auth_headers
 from tests.e2e.conftest import done, get, runs_of, tiny_spec, trials, wait_for
 from trainer.warm_start import WARM_START_EXPERIMENT
 
@@ -137,7 +138,8 @@ def test_controller_sigkill_and_restart(stack, api, mlflow, lose_job):
 
     stack.children["controller"].kill()  # SIGKILL, mid-training
     if lose_job:  # as if the Ray head had lost the job too: its trials die mid-run
-        jobs = JobSubmissionClient(stack.settings.ray_address)
+        jobs = JobSubmissionClient(stack.settings.ray_address,
+                                   headers=ray_auth_headers(stack.settings))
         jobs.stop_job(created["job_submission_id"])
         while not jobs.get_job_status(created["job_submission_id"]).is_terminal():
             time.sleep(0.2)

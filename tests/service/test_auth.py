@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.settings import ExposedWithoutAuth, Settings
+from service.stack import Stack
 
 TOKEN = "s3cret-" + "x" * 20
 
@@ -98,3 +99,10 @@ def test_beyond_loopback_a_token_or_an_explicit_opt_out_is_required(tmp_path, mo
     monkeypatch.setenv("ABLATE_ALLOW_UNAUTHENTICATED", "true")
     Settings(data_dir=tmp_path, host=host).check_exposure()
 
+
+def test_the_stack_refuses_before_starting_anything(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("ABLATE_ALLOW_UNAUTHENTICATED", raising=False)
+    stack = Stack(Settings(data_dir=tmp_path, host="0.0.0.0"))
+    with pytest.raises(ExposedWithoutAuth):
+        stack.start()
+    assert stack.children == {} and stack.ray_temp_dir is None
