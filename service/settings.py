@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".ablate"), description="SQLite store, checkpoints, MLflow and Ray files"
     )
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="folders a spec may read datasets, tokenizers and weights from, besides "
+        "data_dir (JSON list); every path a spec names must resolve under one of them",
+    )
     db_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
 
     host: str = "127.0.0.1"
@@ -165,6 +170,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            if isinstance(value, list):  # pydantic-settings reads complex values as JSON
+                value = json.dumps([str(v) for v in value])
             out[f"ABLATE_{name.upper()}"] = str(value)
         return out
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from service.execution import Executor, Reconciler
 from service.settings import Settings
-from service.specs import AblationSpec, Expansion, expand, parse_spec, spec_to_json
+from service.paths import check_config_paths
+from service.specs import AblationSpec, Expansion, SpecError, expand, parse_spec, spec_to_json
 from service.store import ExperimentView, NewTrial, NewVariant, Store
 from trainer.keys import trial_key  # light: no torch, no training loop
 
@@ -59,7 +60,19 @@ def plan(body: bytes, settings: Settings) -> Plan:
     Raises ``SpecError`` naming each offending field; writes nothing."""
     spec = parse_spec(body)
     expansion = expand(spec, max_variants=settings.max_variants, max_trials=settings.max_trials)
+    refuse_unconfined_paths(expansion, settings)
     return Plan(spec=spec, expansion=expansion, variants=new_variants(expansion))
+
+
+def refuse_unconfined_paths(expansion: Expansion, settings: Settings) -> None:
+    """SpecError naming each variant's path that resolves outside the allowed roots."""
+    errors: list[dict[str, str]] = []
+    for v in expansion.variants:
+        for refusal in check_config_paths(v.config, settings):
+            errors.append({"field": f"variants[{v.name}].{refusal.field}",
+                           "reason": refusal.reason})
+    if errors:
+        raise SpecError(errors)
 
 
 def submit(planned: Plan, store: Store, executor: Executor,

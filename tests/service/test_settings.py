@@ -18,6 +18,7 @@ def test_every_setting_reaches_the_environment_and_comes_back(tmp_path, monkeypa
         ray_gcs_port=6400, max_variants=7, max_trials=9, max_retries=1, max_job_resubmits=5,
         reconcile_interval_s=2.5, auth_token=SecretStr("s3cret"),
         db_url="sqlite:///elsewhere.db", mlflow_tracking_uri="http://127.0.0.1:5999",
+        data_roots=[tmp_path / "datasets", tmp_path / "weights"],
     )
     env = original.env()
     assert set(env) == {f"ABLATE_{name.upper()}" for name in Settings.model_fields
