@@ -16,7 +16,7 @@ from typing import Literal
 from service import analysis as an
 from service import report
 from service.settings import Settings
-from service.specs import AblationSpec
+from service.specs import RunOptions
 from service.store import ExperimentView as StoredExperiment
 from service.store import Store, TrialView
 
@@ -84,7 +84,8 @@ def _eval_split(config: dict) -> str:
 
 def analysis_view(exp: StoredExperiment, mlflow_ui_url: str = "") -> an.ExperimentView:
     """The analysis' input for a stored experiment (load it ``with_history`` for curves)."""
-    spec = AblationSpec.model_validate(exp.spec)
+    # only the metrics: a spec stored before a rule of the schema tightened still compares
+    spec = RunOptions.model_validate(exp.spec)
     primary = spec.metrics.primary
     trials: list[an.TrialRecord] = []
     for v in exp.variants:
@@ -92,7 +93,7 @@ def analysis_view(exp: StoredExperiment, mlflow_ui_url: str = "") -> an.Experime
         trials.extend(_record(t, v.name, primary, split, mlflow_ui_url) for t in v.trials)
     return an.ExperimentView(
         name=exp.name,
-        design=spec.design,
+        design=exp.design,
         variants=[an.VariantView(name=v.name, factor_levels=dict(v.levels))
                   for v in exp.variants],  # the store keeps spec order (position)
         baseline=exp.baseline,

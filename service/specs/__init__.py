@@ -1,5 +1,6 @@
 """Ablation specs: ``schema`` says what a POST may contain (torch-free, so the Ray job's driver
-reads a stored spec without loading PyTorch), ``expand`` turns one into named variants x seeds."""
+reads a stored spec without loading PyTorch), ``parse`` reads one from a body with bounded work,
+``expand`` turns one into named variants x seeds."""
 
 from service.specs.expand import (
     BASELINE_NAME,
@@ -10,7 +11,10 @@ from service.specs.expand import (
     default_baseline,
     expand,
 )
+from service.specs.parse import MAX_DEPTH, load_document, parse_spec
 from service.specs.schema import (
+    MAX_SEEDS,
+    SEED_BOUND,
     AblationSpec,
     Budget,
     Design,
@@ -20,13 +24,15 @@ from service.specs.schema import (
     Resources,
     RunOptions,
     SpecError,
-    parse_spec,
     spec_to_json,
 )
 
 __all__ = [
     "BASELINE_NAME",
     "FULL_NAME",
+    "MAX_DEPTH",
+    "MAX_SEEDS",
+    "SEED_BOUND",
     "AblationSpec",
     "Budget",
     "Design",
@@ -41,6 +47,7 @@ __all__ = [
     "count_variants",
     "default_baseline",
     "expand",
+    "load_document",
     "parse_spec",
     "spec_to_json",
 ]

@@ -21,14 +21,32 @@ level switches several settings together (e.g. ``MoD`` = both distillation flags
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from trainer.config import describe_validation_error
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 Design = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
+
+MAX_SEEDS = 10_000
+"""Most seeds a spec may list or count: checked before ``range(count)`` is built, so a count of
+10**9 is refused in microseconds (it used to be materialised, and the controller OOM-killed).
+The trial limit (``Settings.max_trials``, variants x seeds) is checked next, by ``expand``."""
+SEED_BOUND = 2**31
+"""Seeds lie in [0, 2**31): what ``torch.manual_seed``, ``numpy``'s legacy seeding (via
+``seed % 2**32``) and the ``trials.seed`` column (PostgreSQL INTEGER is 32-bit) all take."""
+
+MAX_LABEL = 200
+"""Longest level label (its ``name``, else its value as text): each variant's name joins them."""
+
+_SEEDS_SCHEMA = {
+    "description": f"a count (seeds 0..count-1) or a list of distinct seeds in [0, {SEED_BOUND})",
+    "anyOf": [
+        {"type": "integer", "minimum": 1, "maximum": MAX_SEEDS},
+        {"type": "array", "minItems": 1, "maxItems": MAX_SEEDS, "uniqueItems": True,
+         "items": {"type": "integer", "minimum": 0, "maximum": SEED_BOUND - 1}},
+    ],
+    "default": [0, 1, 2],
+}
 
 
 class SpecError(ValueError):
@@ -146,6 +164,10 @@ class Factor(_Strict):
             if level.has_value and not self.path:
                 raise ValueError("levels: a plain level value needs the factor's 'path'")
         labels = [level.label() for level in self.levels]
+        for i, label in enumerate(labels):
+            if len(label) > MAX_LABEL:  # it is repeated in every variant's name and error
+                raise ValueError(f"levels: level {i}'s label is {len(label)} characters, over "
+                                 f"{MAX_LABEL}: give it a short 'name'")
         if len(set(labels)) != len(labels):
             raise ValueError(f"levels: labels must be distinct, got {labels}")
         return self
@@ -185,7 +207,9 @@ class AblationSpec(_Strict):
     )
     design: Design = "factorial"
     baseline: str | None = Field(default=None, description="variant compared against")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="a list or a count")
+    seeds: Annotated[list[int], WithJsonSchema(_SEEDS_SCHEMA)] = Field(
+        default_factory=lambda: [0, 1, 2], description="a list or a count"
+    )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
@@ -195,10 +219,13 @@ class AblationSpec(_Strict):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seed_count(cls, seeds: Any) -> Any:
+        """A count becomes ``range(count)``, but only once it is known to be small."""
         if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise ValueError("a seed count must be at least 1")
+            if not 1 <= seeds <= MAX_SEEDS:
+                raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS}, got {seeds}")
             return list(range(seeds))
+        if isinstance(seeds, list) and len(seeds) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds, got {len(seeds)}")
         return seeds
 
     @field_validator("seeds")
@@ -206,6 +233,10 @@ class AblationSpec(_Strict):
     def _seeds_distinct(cls, seeds: list[int]) -> list[int]:
         if not seeds:
             raise ValueError("at least one seed")
+        for i, seed in enumerate(seeds):
+            if not 0 <= seed < SEED_BOUND:
+                raise ValueError(f"seeds[{i}] is {seed}, outside the range every seed must lie "
+                                 f"in, 0 <= seed < 2**31 = {SEED_BOUND}")
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
         return seeds
@@ -239,17 +270,3 @@ def spec_to_json(spec: AblationSpec) -> dict[str, Any]:
     """The spec as stored: only what was given (defaults come back on validation), JSON types."""
     return spec.model_dump(mode="json", exclude_unset=True)
 
-
-def parse_spec(data: dict[str, Any] | str | bytes) -> AblationSpec:
-    """A spec from a mapping or YAML/JSON text; raises SpecError naming each bad field."""
-    if isinstance(data, bytes | str):
-        try:
-            data = yaml.safe_load(data)
-        except yaml.YAMLError as err:
-            raise SpecError.one("<body>", f"not valid YAML or JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise SpecError.one("<body>", "a spec must be a mapping")
-    try:
-        return AblationSpec.model_validate(data)
-    except ValidationError as err:
-        raise SpecError(describe_validation_error(err)) from err

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from service.specs import SpecError, count_variants, expand, parse_spec
+from service.specs import (
+    MAX_DEPTH,
+    MAX_SEEDS,
+    SEED_BOUND,
+    SpecError,
+    count_variants,
+    expand,
+    load_document,
+    parse_spec,
+)
 
 SMALL = {"schedule.steps": 10}
 
@@ -176,3 +187,57 @@ def test_yaml_text_is_accepted():
     s = parse_spec("name: y\nfactors:\n  ITC: {path: objectives.itc.enabled, levels: [0, 1]}\n"
                    "seeds: 1\n")
     assert s.seeds == [0]
+
+
+# ---- bounded parsing (the HTTP side: tests/service/test_api_bounded.py) ---------------------
+
+ONE_FACTOR = "factors:\n  A: {path: objectives.itc.enabled, levels: [false, true]}\n"
+
+
+def test_yaml_aliases_are_refused_even_harmless_ones():
+    with pytest.raises(SpecError) as err:
+        parse_spec("name: &n y\ndescription: *n\n" + ONE_FACTOR)
+    assert err.value.errors == [{"field": "<body>", "reason": err.value.errors[0]["reason"]}]
+    assert "alias" in err.value.errors[0]["reason"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["yaml", "json"])
+def test_nesting_is_bounded_at_max_depth(as_json):
+    def spec(depth: int) -> str:  # the root mapping is level 1, the description's lists the rest
+        nested = "[" * (depth - 1) + "]" * (depth - 1)
+        return json.dumps({"name": "x"})[:-1] + f', "description": {nested}}}'
+
+    ok = load_document(spec(MAX_DEPTH), as_json=as_json)
+    assert ok["name"] == "x"
+    with pytest.raises(SpecError) as err:
+        load_document(spec(MAX_DEPTH + 1), as_json=as_json)
+    assert err.value.errors[0] == {"field": "<body>",
+                                   "reason": f"nested deeper than {MAX_DEPTH} levels"}
+
+
+def test_json_is_parsed_as_json():
+    text = '{\n\t"name": "x",\n\t"' + "k" * 1100 + '": 1\n}'
+    assert len(load_document(text, as_json=True)) == 2
+    with pytest.raises(SpecError):  # what YAML 1.1 makes of it
+        load_document(text)
+
+
+@pytest.mark.parametrize(
+    ("seeds", "says"),
+    [(0, "between 1 and"), (MAX_SEEDS + 1, "between 1 and"), (10**9, "between 1 and"),
+     (list(range(MAX_SEEDS + 1)), "at most"), ([-1], "seeds[0]"), ([3, SEED_BOUND], "seeds[1]"),
+     ([2**63], "seeds[0]"), ([], "at least one")],
+)
+def test_seed_counts_and_values_are_bounded(seeds, says):
+    with pytest.raises(SpecError) as err:
+        parse_spec({"name": "x", "seeds": seeds, "factors": {"A": {"path": "a",
+                                                                   "levels": [1, 2]}}})
+    assert err.value.errors[0]["field"] == "seeds" and says in err.value.errors[0]["reason"]
+
+
+def test_the_extreme_seeds_are_accepted():
+    s = parse_spec({"name": "x", "seeds": [0, SEED_BOUND - 1], "factors": {"A": {
+        "path": "a", "levels": [1, 2]}}})
+    assert s.seeds == [0, SEED_BOUND - 1]
+    assert parse_spec({"name": "x", "seeds": MAX_SEEDS, "factors": {"A": {
+        "path": "a", "levels": [1, 2]}}}).seeds[-1] == MAX_SEEDS - 1
