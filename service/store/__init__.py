@@ -14,7 +14,14 @@ from service.store.engine import (
     migrate,
 )
 from service.store.models import Base, Experiment, Trial, Variant
-from service.store.queries import NewTrial, NewVariant, NotFound, Store, new_experiment_id
+from service.store.queries import (
+    KeyTaken,
+    NewTrial,
+    NewVariant,
+    NotFound,
+    Store,
+    new_experiment_id,
+)
 from service.store.views import ExperimentView, TrialView, VariantView
 
 __all__ = [
@@ -25,6 +32,7 @@ __all__ = [
     "Base",
     "Experiment",
     "ExperimentView",
+    "KeyTaken",
     "NewTrial",
     "NewVariant",
     "NotFound",

@@ -54,6 +54,11 @@ class Experiment(Base):
     """How many jobs were submitted; the next one is ``<id>-r<job_submissions>``."""
     finalized_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     """When the comparison was logged on the MLflow parent run and that run ended."""
+    idempotency_key: Mapped[str | None] = mapped_column(
+        String(200), nullable=True, unique=True, index=True
+    )
+    """The client's ``Idempotency-Key`` of the POST that created it (unique: a retried POST
+    finds this experiment instead of making a second; two racing ones cannot both insert)."""
 
     variants: Mapped[list[Variant]] = relationship(
         back_populates="experiment", order_by="Variant.position", cascade="all, delete-orphan"

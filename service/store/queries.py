@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Update, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker, undefer
 
 from service.states import ACTIVE_STATES, TrialState
@@ -23,7 +24,7 @@ from service.store.engine import make_engine, migrate
 from service.store.models import Experiment, Trial, Variant, now
 from service.store.views import ExperimentView, TrialView
 
-__all__ = ["NewTrial", "NewVariant", "NotFound", "Store", "new_experiment_id"]
+__all__ = ["KeyTaken", "NewTrial", "NewVariant", "NotFound", "Store", "new_experiment_id"]
 
 
 @dataclass
@@ -48,6 +49,10 @@ class NewVariant:
 
 class NotFound(LookupError):
     """No experiment (or trial) with that id."""
+
+
+class KeyTaken(LookupError):
+    """Another experiment already has this idempotency key (it won the race to insert)."""
 
 
 _ROW_LOCK = {"key_share": True}
@@ -94,18 +99,29 @@ class Store:
         variants: list[NewVariant],
         reuse_cached: bool = True,
         experiment_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> ExperimentView:
         """Insert an experiment with its variants and trials, in one transaction.
 
         With ``reuse_cached``, a trial whose key FINISHED in any earlier experiment becomes
         ``cached``: it links to that trial's MLflow run and copies its metrics, and never runs.
+        Raises ``KeyTaken`` when another experiment has ``idempotency_key`` (nothing inserted).
         """
-        exp_id = experiment_id or new_experiment_id()
+        try:
+            return self._insert_experiment(
+                Experiment(id=experiment_id or new_experiment_id(), name=name,
+                           description=description, spec=spec, design=design, baseline=baseline,
+                           primary_metric=primary_metric, job_submissions=0,
+                           idempotency_key=idempotency_key),
+                variants, reuse_cached)
+        except IntegrityError:  # the unique index decides a race that the lookup did not see
+            if idempotency_key is None or self.experiment_by_key(idempotency_key) is None:
+                raise
+            raise KeyTaken(idempotency_key) from None
+
+    def _insert_experiment(self, exp: Experiment, variants: list[NewVariant],
+                           reuse_cached: bool) -> ExperimentView:
         with self.session() as s, s.no_autoflush:
-            exp = Experiment(
-                id=exp_id, name=name, description=description, spec=spec, design=design,
-                baseline=baseline, primary_metric=primary_metric, job_submissions=0,
-            )
             s.add(exp)
             keys = [t.trial_key for v in variants for t in v.trials]
             done = self._finished_by_key(s, keys) if reuse_cached else {}
@@ -143,6 +159,13 @@ class Store:
             .order_by(Trial.id)
         )
         return {t.trial_key: t for t in rows}
+
+    def experiment_by_key(self, idempotency_key: str) -> ExperimentView | None:
+        """The experiment a POST with this ``Idempotency-Key`` created, if any."""
+        with self.session() as s:
+            exp_id = s.scalar(select(Experiment.id)
+                              .where(Experiment.idempotency_key == idempotency_key))
+        return None if exp_id is None else self.get_experiment(exp_id)
 
     def get_experiment(self, exp_id: str, *, with_history: bool = False) -> ExperimentView:
         """The experiment with its variants and trials, in three queries whatever its size.

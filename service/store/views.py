@@ -89,6 +89,7 @@ class ExperimentView(BaseModel):
     job_submission_id: str | None
     job_submissions: int
     finalized_at: datetime | None = None
+    idempotency_key: str | None = None
     variants: list[VariantView] = Field(default_factory=list)
 
     @property

@@ -199,6 +199,8 @@ def _changes(url: str) -> set[tuple[str, ...]]:
                 out.add((op[0], op[2], op[3].name))
             elif op[0] == "modify_type":
                 out.add((op[0], op[2], op[3]))
+            elif op[0] == "add_index":
+                out.add((op[0], op[1].table.name, op[1].name))
             else:
                 out.add((op[0], repr(op[1:])))
     return out
@@ -216,8 +218,12 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     s.close()
     cfg = alembic_config(db_url)
     # Step down one revision at a time; the comparison with the models sees what each undid.
+    command.downgrade(cfg, "0004")
+    keyed = {("add_column", "experiments", "idempotency_key"),
+             ("add_index", "experiments", "ix_experiments_idempotency_key")}
+    assert _changes(db_url) == keyed
     command.downgrade(cfg, "0003")
-    finalized = {("add_column", "experiments", "finalized_at")}
+    finalized = keyed | {("add_column", "experiments", "finalized_at")}
     assert _changes(db_url) == finalized
     command.downgrade(cfg, "0002")
     widened = {("modify_type", "variants", "name"), ("modify_type", "experiments", "baseline"),
