@@ -160,12 +160,18 @@ def submit(
     file: Path = typer.Argument(..., exists=True, readable=True, help="spec (YAML or JSON)"),
     dry_run: bool = typer.Option(False, help="expand and validate only"),
     url: str | None = typer.Option(None, help="controller URL [ABLATE_CONTROLLER_URL]"),
+    idempotency_key: str | None = typer.Option(
+        None, help="submitting again with this key returns the first experiment, not a new one"),
 ) -> None:
     """Submit an ablation spec; prints the experiment id."""
+    media = "application/json" if file.suffix.lower() == ".json" else "application/yaml"
+    headers = {"content-type": media}
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     with _client(url) as client:
         out = _check(client.post(
             "/experiments", params={"dry_run": dry_run}, content=file.read_bytes(),
-            headers={"content-type": "application/yaml"},
+            headers=headers,
         ))
     if dry_run:
         console.print_json(json.dumps(out))

@@ -99,6 +99,9 @@ class Settings(BaseSettings):
 
     max_variants: int = Field(default=64, ge=1, description="an expansion past this is rejected")
     max_trials: int = Field(default=256, ge=1, description="variants x seeds past this: rejected")
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1, description="request bodies past this are refused (413) unread"
+    )
     max_retries: int = Field(default=2, ge=0, description="retries of a recoverable failure")
     max_job_resubmits: int = Field(
         default=3, ge=0, description="times the reconciler resubmits a lost job"

@@ -2,7 +2,9 @@
 
 ``create_app(settings)`` builds it with the store and the executor on ``app.state`` (injected
 into the routes by ``deps``), so tests, the CLI and the benches build the same app. Every error a
-client can cause is a 4xx whose body is ``{"detail": [{"field": ..., "reason": ...}]}``.
+client can cause is a 4xx whose body is ``{"detail": [{"field": ..., "reason": ...}]}``; any
+other exception is a 500 in the same shape (field ``<server>``), logged, its trace kept out of
+the body. Request bodies are bounded (``limits.BodyLimit``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from service.api.limits import BodyLimit
 from service.api.models import ErrorBody
 from service.api.routes import compare, experiments, health
 from service.execution import Executor, Reconciler
 from service.settings import Settings
 from service.specs import AblationSpec
 from service.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
@@ -52,8 +57,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.settings = settings
     app.state.store = store or Store(settings.db_url)
     app.state.executor = executor or Executor(settings, app.state.store)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(HTTPException)(_http_error)
+    app.exception_handler(Exception)(_internal_error)
     for module in (health, experiments, compare):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -69,7 +76,7 @@ def create_app_from_env() -> FastAPI:
 async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 in the API's shape: the field is the parameter's path, sans body/query."""
     detail = [
-        {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query")),
+        {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "header")),
          "reason": e["msg"]}
         for e in err.errors()
     ]
@@ -82,6 +89,15 @@ async def _http_error(_: Request, err: HTTPException) -> JSONResponse:
     detail = raw if isinstance(raw, list) else [{"field": "<request>", "reason": str(raw)}]
     return JSONResponse({"detail": detail}, status_code=err.status_code,
                         headers=getattr(err, "headers", None))
+
+
+async def _internal_error(request: Request, err: Exception) -> JSONResponse:
+    """Anything unforeseen: logged with its trace here, never sent (it may name paths, SQL or
+    secrets), and still the API's JSON shape rather than Starlette's plain text."""
+    log.error("%s %s failed", request.method, request.url.path,
+              exc_info=(type(err), err, err.__traceback__))
+    return JSONResponse({"detail": [{"field": "<server>", "reason": "internal error (logged)"}]},
+                        status_code=500)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -7,16 +7,25 @@ variant, an experiment and the experiment list).
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from service.mlflow_names import experiment_url
 from service.settings import Settings
 from service.store import ExperimentView, NewVariant, TrialView
 from service.submit import Plan, Submission
 from service.views import run_url
+
+
+def _utc(value: datetime) -> datetime:
+    """The store keeps naive UTC (SQLite has no time zones); RFC 3339 needs the offset."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_utc)]
+"""A timestamp as the API sends it: ``2025-01-01T12:00:00Z``, never without a zone."""
 
 
 class FieldError(BaseModel):
@@ -76,8 +85,8 @@ class TrialOut(BaseModel):
     resumed_from_step: int | None
     mlflow_run_id: str | None
     mlflow_url: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 class VariantOut(BaseModel):
@@ -96,7 +105,7 @@ class ExperimentOut(BaseModel):
     design: str
     baseline: str
     primary_metric: str
-    created_at: datetime
+    created_at: UtcDateTime
     states: dict[str, int]
     progress: float
     job_submission_id: str | None
@@ -109,7 +118,7 @@ class ExperimentSummaryOut(BaseModel):
     id: str
     name: str
     status: str
-    created_at: datetime
+    created_at: UtcDateTime
     trials: int
     states: dict[str, int]
     progress: float

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +22,7 @@ from service.api.models import (
     ActionOut,
     CreatedOut,
     DryRunOut,
+    ErrorBody,
     ExperimentOut,
     ExperimentSummaryOut,
     created_out,
@@ -43,9 +44,30 @@ _SPEC_BODY = {"requestBody": {"required": True, "content": {
 }}}
 """The body is read raw (JSON or YAML), so its schema is declared by hand (see ``app.openapi``)."""
 
+KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+_POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": CreatedOut | DryRunOut, "description": f"A dry run's plan; or the experiment "
+          f"an earlier POST with the same {KEY_HEADER} and spec created (nothing new is "
+          f"stored; header {REPLAYED_HEADER}: true)"},
+    201: {"description": "Stored, and its job submitted (or left to the reconciler)"},
+    409: {"model": ErrorBody, "description": f"The {KEY_HEADER} already created an experiment "
+          "from a different spec"},
+    413: {"model": ErrorBody, "description": "The body is over ABLATE_MAX_BODY_BYTES"},
+    422: {"model": ErrorBody, "description": "The spec (or a header) is invalid; each entry "
+          "names a field. Nothing is stored"},
+}
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` and ``+json`` types: parsed as JSON, not as YAML."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
 
 @router.post("", status_code=201, response_model=CreatedOut | DryRunOut,
-             openapi_extra=_SPEC_BODY)
+             openapi_extra=_SPEC_BODY, responses=_POST_RESPONSES)
 async def create_experiment(
     request: Request,
     settings: SettingsDep,
@@ -53,22 +75,36 @@ async def create_experiment(
     executor: ExecutorDep,
     reconciler: ReconcilerDep,
     dry_run: Annotated[bool, Query(description="expand and validate only; run nothing")] = False,
+    idempotency_key: Annotated[str | None, Header(
+        alias=KEY_HEADER, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+        description="any unique printable-ASCII string (say a UUID): a POST repeated with the "
+        "same key and spec returns the first experiment instead of creating another",
+    )] = None,
 ) -> Any:
-    """Submit an ablation spec (JSON or YAML body)."""
-    body = await request.body()
-    # expansion, SQL and the job submission block: keep them off the event loop
-    return await run_in_threadpool(_create, body, dry_run, settings, store, executor, reconciler)
+    """Submit an ablation spec (JSON or YAML body). A dry run and a real POST validate alike."""
+    body = await request.body()  # bounded by BodyLimit
+    as_json = is_json(request.headers.get("content-type"))
+    # parsing, expansion, SQL and the job submission block: keep them off the event loop
+    return await run_in_threadpool(_create, body, as_json, dry_run, idempotency_key, settings,
+                                   store, executor, reconciler)
 
 
-def _create(body: bytes, dry_run: bool, settings: Settings, store: Store, executor: Executor,
-            reconciler: Reconciler | None) -> Any:
+def _create(body: bytes, as_json: bool, dry_run: bool, key: str | None, settings: Settings,
+            store: Store, executor: Executor, reconciler: Reconciler | None) -> Any:
     try:
-        planned = submit.plan(body, settings)
+        planned = submit.plan(body, settings, as_json=as_json)
     except SpecError as err:
         return JSONResponse({"detail": err.errors}, status_code=422)
     if dry_run:
         return JSONResponse(dry_run_out(planned).model_dump(mode="json"), status_code=200)
-    return created_out(submit.submit(planned, store, executor, reconciler))
+    try:
+        done = submit.submit(planned, store, executor, reconciler, idempotency_key=key)
+    except submit.KeyReused as err:
+        raise error(409, KEY_HEADER, str(err)) from None
+    if done.replayed:
+        return JSONResponse(created_out(done).model_dump(mode="json"), status_code=200,
+                            headers={REPLAYED_HEADER: "true"})
+    return created_out(done)
 
 
 @router.get("")
@@ -88,7 +124,10 @@ def cancel_experiment(exp_id: str, store: StoreDep, executor: ExecutorDep) -> Ac
     return ActionOut(id=exp_id, status=store.get_experiment(exp_id).status, trials=n)
 
 
-@router.post("/{exp_id}/retry")
+@router.post("/{exp_id}/retry", responses={
+    409: {"model": ErrorBody, "description": "The experiment has no failed trials to retry"},
+    503: {"model": ErrorBody, "description": "Ray is unreachable (the reconciler retries)"},
+})
 def retry_experiment(exp_id: str, store: StoreDep, executor: ExecutorDep) -> ActionOut:
     """Run the failed trials again (finished, cached and cancelled ones stay)."""
     load_experiment(store, exp_id)
