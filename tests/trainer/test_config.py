@@ -86,3 +86,18 @@ def test_canonical_hash_is_stable_and_ignores_result_neutral_fields() -> None:
     ).config_hash()
     assert a.config_hash() != build_config("tiny", dotted={"optim.lr": 2e-3}).config_hash()
     assert a.flat()["objectives.itc.enabled"] is True
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("optim.lr", float("inf")),
+    ("optim.betas", [float("nan"), 0.999]),
+    ("optim.weight_decay", float("nan")),
+    ("objectives.itc.temp", float("nan")),
+    ("model.dropout", float("-inf")),
+])
+def test_non_finite_numbers_are_refused_naming_the_field(path: str, value: object) -> None:
+    """An infinite learning rate or a NaN beta used to pass validation and fail three retries
+    at run time; now the config refuses it where it is cheapest."""
+    with pytest.raises(ConfigError) as err:
+        build_config("tiny", dotted={path: value})
+    assert err.value.field.startswith(path)

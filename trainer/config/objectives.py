@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class ObjectiveConfig(BaseModel):
     """Settings every objective shares: a switch and a loss weight."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     enabled: bool = False
     weight: float = Field(default=1.0, ge=0.0, description="multiplier of this loss term")
@@ -135,7 +135,7 @@ class ObjectivesConfig(BaseModel):
     Adding an objective: its settings class above, a field here, its implementation
     registered under the field's name in ``trainer.objectives``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     iais: IAISConfig = Field(default_factory=IAISConfig)
     itc: ITCConfig = Field(default_factory=ITCConfig)
