@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trainer.metric_names import RECALL_KS
 from trainer.model.pretrainer import Pretrainer
 
-RECALL_KS = (1, 5, 10)
 
 @dataclass
 class RetrievalResult:

@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from trainer.metric_names import RETRIEVAL_METRICS, is_trial_metric
+
 Design = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
 
 MAX_SEEDS = 10_000
@@ -247,6 +249,19 @@ class AblationSpec(_Strict):
         if isinstance(variants, dict):  # {name: {dotted: value}} keeps its order in YAML/JSON
             return [{"name": k, "set": v or {}} for k, v in variants.items()]
         return variants
+
+    @model_validator(mode="after")
+    def _metrics_exist(self) -> AblationSpec:
+        """Refused here, not after hours of training: a metric no trial reports."""
+        named = [("metrics.primary", self.metrics.primary)] + [
+            ("metrics.reported", m) for m in self.metrics.reported]
+        for field, name in named:
+            if not is_trial_metric(name):
+                raise ValueError(
+                    f"{field}: no trial reports {name!r}; choose one of "
+                    f"{', '.join(RETRIEVAL_METRICS)}, final_loss or final_loss_<objective>"
+                )
+        return self
 
     @model_validator(mode="after")
     def _design_inputs(self) -> AblationSpec:

@@ -48,7 +48,18 @@ BAD = {
     "unknown config path": (with_(factors={
         "A": {"path": "objectives.nope.enabled", "levels": [False, True]}
     }), "variants[A=off].objectives.nope"),
+    "a primary metric no trial reports": (
+        with_(metrics={"primary": "no_such_metric"}), "metrics.primary"),
+    "a reported metric no trial reports": (
+        with_(metrics={"primary": "mean_recall", "reported": ["t2i_r1", "accuracy"]}),
+        "metrics.reported"),
 }
+
+
+def test_metrics_the_trainer_reports_are_accepted(client):
+    body = with_(metrics={"primary": "i2t_r10",
+                          "reported": ["mean_recall", "final_loss", "final_loss_itc"]})
+    assert client.post("/experiments?dry_run=true", json=body).status_code == 200
 
 
 @pytest.mark.parametrize("case", list(BAD))

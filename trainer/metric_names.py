@@ -1,0 +1,20 @@
+"""The names of the final metrics a trial reports, importable without torch: the controller
+checks a spec's ``metrics.primary`` and ``metrics.reported`` against them at POST, so an
+experiment never runs for hours to compare a metric no trial produces."""
+
+from __future__ import annotations
+
+RECALL_KS = (1, 5, 10)
+"""The K of every R@K retrieval reports."""
+
+RETRIEVAL_METRICS: tuple[str, ...] = (
+    "mean_recall",
+    *(f"{direction}_r{k}" for direction in ("t2i", "i2t") for k in RECALL_KS),
+)
+"""Retrieval on the evaluation split: R@K both ways and their mean."""
+
+
+def is_trial_metric(name: str) -> bool:
+    """A final metric of a trial: a retrieval metric, or the last value of a loss term
+    (``final_loss``, ``final_loss_<objective>``)."""
+    return name in RETRIEVAL_METRICS or name == "final_loss" or name.startswith("final_loss_")
