@@ -32,6 +32,7 @@ from service.paths import check_config_paths
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ACTIVE_STATES, Store, TrialState
+from trainer.config import ConfigError, TrainConfig  # torch-free
 
 log = logging.getLogger("service.supervisor")
 
@@ -108,8 +109,7 @@ def pin_threads_to_assigned_cpus(config: Any) -> None:
 
 def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
     """One attempt of one trial, in a Ray worker: store state around ``run_trial``."""
-    from trainer.config import ConfigError, TrainConfig
-    from trainer.data.cache import CACHE_ENV
+    from trainer.data.cache import CACHE_ENV  # trainer.data imports torch: workers only
     from trainer.trial import TrialDiverged, run_trial
 
     settings = Settings()
@@ -174,8 +174,7 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
 
 def warm_start_task(config: dict[str, Any], tracking_uri: str, data_dir: str) -> str:
     """In a Ray worker: make sure the warm start ``config`` names exists (its key returned)."""
-    from trainer.config import TrainConfig
-    from trainer.data.cache import CACHE_ENV
+    from trainer.data.cache import CACHE_ENV  # trainer.data imports torch: workers only
     from trainer.warm_start import ensure_warm_start
 
     os.environ[CACHE_ENV] = data_dir

@@ -156,6 +156,10 @@ class TrialRun:
     def log_json(self, name: str, obj: Any) -> None:
         self.client.log_text(self.open_run_id, json.dumps(obj, indent=2, sort_keys=True), name)
 
+    def log_artifact(self, path: Path) -> None:
+        """A file (say, the warm start's weights) as an artifact of this run."""
+        self.client.log_artifact(self.open_run_id, str(path))
+
     def close(self, ok: bool) -> None:
         status = RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED)
         self.client.set_terminated(self.open_run_id, status=status)

@@ -158,7 +158,7 @@ def _compute_and_store(
         atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
         if run is not None:
             run.log_json("warm_start_summary.json", summary)
-            run.client.log_artifact(run.run_id, str(path))
+            run.log_artifact(path)
         ok = True
     finally:
         if run is not None:
