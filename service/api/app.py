@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
-               executor: Executor | None = None, reconcile: bool = True) -> FastAPI:
-    """The controller. ``reconcile`` runs the reconciler at startup and periodically."""
+               reconcile: bool = True) -> FastAPI:
+    """The controller. ``reconcile`` runs the reconciler at startup and periodically; ``store``
+    lets a caller share its own (the compare bench)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     )
     app.state.settings = settings
     app.state.store = store or Store(settings.db_url)
-    app.state.executor = executor or Executor(settings, app.state.store)
+    app.state.executor = Executor(settings, app.state.store)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(HTTPException)(_http_error)

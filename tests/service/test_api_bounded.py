@@ -1,11 +1,11 @@
 """Hostile and careless requests cost little, answer a JSON 4xx naming what to blame, and change
 nothing in the store; the dry run and the real POST refuse exactly the same specs.
 
-The real app on a real SQLite store, in-process (``stub_app``): a POST that passes stores its
-experiment and returns 201 without Ray or MLflow. The inputs are the issue's, made small: a
-4-level alias bomb (the 6-level one answered with 78 MB), JSON 100k deep, a 2 MB body,
-``seeds: 1000000000`` (under a memory cap: the old code built the list and the controller was
-OOM-killed), seeds of 2**63 and 2**31.
+The real app on a real SQLite store, in-process (``api_client``): Ray and MLflow are at a closed
+port, so a POST that passes stores its experiment and returns 201 with a ``submit_error``. The
+inputs are the issue's, made small: a 4-level alias bomb (the 6-level one answered with 78 MB),
+JSON 100k deep, a 2 MB body, ``seeds: 1000000000`` (under a memory cap: the old code built the
+list and the controller was OOM-killed), seeds of 2**63 and 2**31.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from service import submit
 from service.api import create_app
 from service.settings import Settings
-from tests.service.stub_app import GOOD, JSON, YAML, make_client
+from tests.service.api_client import GOOD, JSON, YAML, make_client
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """``Idempotency-Key``: a retried POST returns the experiment the first one stored, a reused key
 with another spec is a 409, and of racing POSTs with one key exactly one inserts.
 
-Over HTTP on the real app and a SQLite store (``stub_app``: a stand-in executor); the race and
-the store's part on SQLite and on PostgreSQL.
+Over HTTP on the real app and a SQLite store (``api_client``: the real executor, with Ray and
+MLflow at a closed port, so each submission fails at once and is logged); the race and the
+store's part on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import yaml
 from alembic import command
 
 from service import submit
-from service.settings import Settings
+from service.execution import Executor
 from service.store import KeyTaken, NewTrial, NewVariant, Store, alembic_config, migrate
-from tests.service.stub_app import GOOD, JSON, YAML, StubExecutor, make_client
+from tests.service.api_client import GOOD, JSON, YAML, make_client, offline_settings
 
 KEY = {"Idempotency-Key": "4f6c1e0a-retry-me"}
 
@@ -34,16 +35,27 @@ def post(client, body=GOOD, headers=KEY, **kw):
                        headers={**JSON, **headers}, **kw)
 
 
-def test_a_repeated_post_returns_the_first_experiment_and_creates_nothing(client):
+def submit_attempts(caplog, exp_id: str) -> int:
+    """How many times the POST handed ``exp_id`` to the executor: each failed submission (Ray
+    is at a closed port) is logged once by ``service.submit``."""
+    return sum(r.name == "service.submit" and exp_id in r.getMessage() for r in caplog.records)
+
+
+def test_a_repeated_post_returns_the_first_experiment_and_creates_nothing(client, caplog):
     first = post(client)
     assert first.status_code == 201, first.text
+    exp_id = first.json()["id"]
+    assert first.json()["submit_error"]  # Ray is down: stored, left to the reconciler
     after_first = client.store.counts()
     again = post(client)
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
-    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["id"] == exp_id and again.json()["submit_error"] is None
     assert again.json()["variants"] == first.json()["variants"]
-    assert client.store.counts() == after_first
-    assert client.app.state.executor.submitted == [first.json()["id"]]  # one job, not two
+    assert client.store.counts() == after_first == {"experiments": 1, "variants": 2, "trials": 4}
+    stored = client.store.get_experiment(exp_id)
+    assert stored.idempotency_key == KEY["Idempotency-Key"]
+    assert stored.job_submissions == 0 and stored.job_submission_id is None
+    assert submit_attempts(caplog, exp_id) == 1  # submitted once, not again on the replay
 
 
 def test_the_same_spec_written_differently_is_the_same_request(client):
@@ -136,21 +148,23 @@ def test_the_migration_keeps_every_stored_experiment(db_url):
 
 
 def _planned(tmp_path):
-    settings = Settings(data_dir=tmp_path, max_trials=20)
-    return submit.plan(json.dumps(GOOD).encode(), settings, as_json=True)
+    return submit.plan(json.dumps(GOOD).encode(), offline_settings(tmp_path), as_json=True)
 
 
-def test_a_post_that_loses_the_race_returns_the_winner(db_url, tmp_path, monkeypatch):
+def test_a_post_that_loses_the_race_returns_the_winner(db_url, tmp_path, monkeypatch, caplog):
     """The loser's lookup ran before the winner committed: its insert hits the unique index."""
     store, planned = Store(db_url), _planned(tmp_path)
+    executor = Executor(offline_settings(tmp_path), store)
     try:
-        winner = submit.submit(planned, store, StubExecutor(), idempotency_key="race")
+        winner = submit.submit(planned, store, executor, idempotency_key="race")
+        exp_id = winner.experiment.id
+        assert not winner.replayed and winner.submit_error
         monkeypatch.setattr(store, "experiment_by_key",
                             _none_once(store.experiment_by_key))
-        loser_executor = StubExecutor()
-        loser = submit.submit(planned, store, loser_executor, idempotency_key="race")
-        assert loser.replayed and loser.experiment.id == winner.experiment.id
-        assert loser_executor.submitted == [] and store.counts()["experiments"] == 1
+        loser = submit.submit(planned, store, executor, idempotency_key="race")
+        assert loser.replayed and loser.experiment.id == exp_id and loser.submit_error is None
+        assert store.counts()["experiments"] == 1
+        assert submit_attempts(caplog, exp_id) == 1  # the loser submitted nothing
     finally:
         store.close()
 
@@ -172,8 +186,9 @@ def test_racing_posts_with_one_key_make_one_experiment(db_url, tmp_path):
     start = threading.Barrier(len(stores))
 
     def race(store: Store) -> submit.Submission:
+        executor = Executor(offline_settings(tmp_path), store)
         start.wait()
-        return submit.submit(planned, store, StubExecutor(), idempotency_key="same")
+        return submit.submit(planned, store, executor, idempotency_key="same")
 
     try:
         with ThreadPoolExecutor(len(stores)) as pool:
@@ -181,6 +196,8 @@ def test_racing_posts_with_one_key_make_one_experiment(db_url, tmp_path):
         assert len({r.experiment.id for r in results}) == 1
         assert sum(not r.replayed for r in results) == 1
         assert stores[0].counts()["experiments"] == 1
+        stored = stores[0].get_experiment(results[0].experiment.id)
+        assert stored.idempotency_key == "same" and stored.job_submissions == 0
     finally:
         for s in stores:
             s.close()
