@@ -123,13 +123,15 @@ def serve(
     start_mlflow: bool = typer.Option(True, help="start an MLflow server (else use its URI)"),
     num_cpus: int | None = typer.Option(None, help="CPUs the local Ray head offers"),
 ) -> None:
-    """Start the controller, a local Ray head and an MLflow server; stop all on Ctrl-C."""
+    """Start the controller, a local Ray head and an MLflow server; restart a crashed MLflow
+    or controller with backoff; stop all on Ctrl-C or SIGTERM."""
     from service.stack import Stack
+    from service.supervise import Supervisor
 
     settings = _settings(host=host, port=port, mlflow_port=mlflow_port,
                          ray_dashboard_port=ray_dashboard_port, data_dir=data_dir)
     stack = Stack(settings, start_ray=start_ray, start_mlflow=start_mlflow, num_cpus=num_cpus)
-    stopping = []
+    stopping: list[int] = []
 
     def _stop(signum: int, _frame: Any) -> None:
         stopping.append(signum)
@@ -143,12 +145,13 @@ def serve(
             console.print(f"  {name:<10} {url}")
         console.print(f"  API docs   {settings.controller_url}/docs")
         console.print("Ctrl-C stops everything.")
+        supervisor = Supervisor(stack, say=lambda line: err_console.print(f"[yellow]{line}"))
         while not stopping:
-            for child in list(stack.children.values()):
-                if not child.alive():
-                    err_console.print(f"[red]{child.name} exited; see {child.log_path}[/red]")
-                    stopping.append(0)
-            time.sleep(0.5)
+            reason = supervisor.check()
+            if reason is not None:
+                err_console.print(f"[red]{reason}; stopping the stack[/red]")
+                break
+            time.sleep(0.25)
     finally:
         console.print("stopping ...")
         stack.stop()

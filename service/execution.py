@@ -15,6 +15,7 @@ token nowhere; the Jobs API gets the Ray cluster's token when it has one.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import sys
 import threading
@@ -38,10 +39,19 @@ class RayUnavailable(RuntimeError):
     """Ray's dashboard (the Jobs API) cannot be reached; nothing was submitted or stopped."""
 
 
+def bound_mlflow_requests(settings: Settings) -> None:
+    """Short MLflow HTTP timeouts and few retries for this process (the controller): MLflow's
+    defaults (120 s, 7 retries with backoff: minutes) would let a frozen MLflow server hold a
+    request thread that long. Variables already set in the environment win."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_request_timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_request_retries))
+
+
 class Executor:
     """Submits, cancels and reconciles experiments; safe to call from several threads."""
 
     def __init__(self, settings: Settings, store: Store) -> None:
+        bound_mlflow_requests(settings)
         self.settings = settings
         self.store = store
         self.parent_runs = ParentRuns(settings, store)
@@ -93,6 +103,7 @@ class Executor:
             exp = self.store.get_experiment(exp_id)
             if exp.cancelled_at is not None or not self.store.runnable_trials(exp_id):
                 return None
+            jobs = self.jobs  # Ray unreachable fails fast here, before any MLflow call
             if exp.job_submission_id:
                 status = self.job_status(exp.job_submission_id)
                 if status is not None and not status.is_terminal():
@@ -101,7 +112,7 @@ class Executor:
             n = exp.job_submissions
             sid = exp_id if n == 0 else f"{exp_id}-r{n}"
             try:
-                self.jobs.submit_job(
+                jobs.submit_job(
                     entrypoint=self._entrypoint(exp_id),
                     submission_id=sid,
                     runtime_env=self._runtime_env(),

@@ -106,6 +106,17 @@ class Settings(BaseSettings):
     max_job_resubmits: int = Field(
         default=3, ge=0, description="times the reconciler resubmits a lost job"
     )
+    submit_timeout_s: float = Field(
+        default=10.0, gt=0.0, description="a POST waits this long for its job submission "
+        "(MLflow parent run, Ray job), then answers 201 while the submission goes on",
+    )
+    mlflow_request_timeout_s: int = Field(
+        default=10, ge=1, description="the controller's MLflow HTTP timeout per request",
+    )
+    mlflow_request_retries: int = Field(
+        default=2, ge=0, description="the controller's MLflow HTTP retries (trials keep "
+        "MLflow's own, longer, retries: they ride out a restart of the server)",
+    )
     reconcile_interval_s: float = Field(
         default=15.0, ge=0.0, description="period of the background reconciler; 0 = startup only"
     )
@@ -119,6 +130,20 @@ class Settings(BaseSettings):
     ray_auth_token_file: Path | None = Field(
         default=None, description="file holding the Ray cluster's token (RAY_AUTH_MODE=token), "
         "sent to its Jobs API; the embedded stack writes one under data_dir/secrets",
+    )
+    compare_cache_entries: int = Field(
+        default=256, ge=0, description="/compare and /report answers kept (one per experiment, "
+        "format and query; recomputed when a trial changes); 0 = no cache",
+    )
+    compare_cache_bytes: int = Field(
+        default=64 << 20, ge=0, description="bytes of /compare and /report answers kept",
+    )
+    status_cache_entries: int = Field(
+        default=1024, ge=0, description="GET /experiments/{id} bodies kept (recomputed when "
+        "the experiment or a trial changes); 0 = no cache",
+    )
+    status_cache_bytes: int = Field(
+        default=32 << 20, ge=0, description="bytes of GET /experiments/{id} bodies kept",
     )
 
     @classmethod

@@ -16,6 +16,7 @@ this process's environment; the controller gets them explicitly.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -37,6 +38,8 @@ from service.secret_files import new_ray_token, ray_auth_headers
 from service.settings import LOOPBACK, Settings
 
 BIN = Path(sys.executable).parent
+STOP_GRACE_S = 3.0
+"""Seconds the parts get to exit on SIGTERM before SIGKILL, all at once."""
 NEVER_INHERITED = ("ABLATE_AUTH_TOKEN", "ABLATE_DB_URL", "RAY_AUTH_TOKEN")
 """Variables of this process that no child gets by inheritance (the controller gets the first
 two from its settings; Ray's processes read the token from the stack's token file)."""
@@ -85,6 +88,7 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     descendants: set[int] = field(default_factory=set)
+    started_at: float = field(default_factory=time.monotonic)
 
     def remember_descendants(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -94,38 +98,43 @@ class Child:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the process group, wait, then SIGKILL whatever of ours is left."""
-        self.remember_descendants()
+    def signal_group(self, signum: int) -> None:
+        """Signal the child's process group (it leads its own session): its helpers too."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, signum)
+
+    def wait_until(self, deadline: float) -> bool:
+        """Wait for the main process to exit, at most until ``deadline``; True if it did."""
         try:
-            self.proc.wait(timeout=timeout)
+            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return True
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
+            return False
+
+    def kill_all(self) -> None:
+        """SIGKILL the group and every remembered descendant still alive (Ray's workers, say,
+        which leave the group). Idempotent: the end of a stop, or the wreck of a crash."""
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
         for pid in sorted(self.descendants):
-            _kill_pid(pid, deadline)
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+    def stop(self, grace: float = 3.0) -> None:
+        """SIGTERM the process group, wait up to ``grace``, then SIGKILL whatever is left."""
+        self.remember_descendants()
+        self.signal_group(signal.SIGTERM)
+        self.wait_until(time.monotonic() + grace)
+        self.kill_all()
 
     def kill(self) -> None:
         """SIGKILL the main process only (what a crash looks like)."""
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait(timeout=10)
-
-
-def _kill_pid(pid: int, deadline: float) -> None:
-    try:
-        p = psutil.Process(pid)
-        p.terminate()
-        p.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except psutil.TimeoutExpired:
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).kill()
-    except psutil.Error:
-        pass
 
 
 def _spawn(name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None,
@@ -191,9 +200,11 @@ class Stack:
         self._own_temp_dir = ray_temp_dir is None
         self.children: dict[str, Child] = {}
         self._own_ray_token = start_ray and settings.ray_auth_token_file is None
+        self._reaper: Child | None = None
 
     # ---- parts ---------------------------------------------------------------------------
-    def start_mlflow(self, timeout: float = 90.0) -> None:
+    def spawn_mlflow(self) -> Child:
+        """Start the MLflow server without waiting for it (``start_mlflow`` waits)."""
         s = self.settings
         root = s.data_dir / "mlflow"
         (root / "artifacts").mkdir(parents=True, exist_ok=True)
@@ -207,8 +218,16 @@ class Stack:
         # optimisation) is not used here; off, the server starts 7 fewer Python processes.
         child = _spawn("mlflow", cmd, self.log_dir,
                        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-        self.children["mlflow"] = child
-        wait_http(f"{s.mlflow_tracking_uri.rstrip('/')}/health", child, timeout, "MLflow")
+        self._adopt(child)
+        return child
+
+    def start_mlflow(self, timeout: float = 90.0) -> None:
+        self.wait_mlflow(self.spawn_mlflow(), timeout)
+
+    def wait_mlflow(self, child: Child, timeout: float = 90.0) -> None:
+        uri = self.settings.mlflow_tracking_uri.rstrip("/")
+        wait_http(f"{uri}/health", child, timeout, "MLflow")
+        child.remember_descendants()
 
     def start_ray(self, timeout: float = 120.0) -> None:
         s = self.settings
@@ -242,7 +261,7 @@ class Stack:
             **self.ray_client_env(),
         }
         child = _spawn("ray", cmd, self.log_dir, env=env)
-        self.children["ray"] = child
+        self._adopt(child)
         auth = ray_auth_headers(s)
         wait_http(f"{s.ray_address.rstrip('/')}/api/version", child, timeout, "Ray dashboard",
                   auth)
@@ -250,17 +269,42 @@ class Stack:
         wait_http(f"{s.ray_address.rstrip('/')}/api/jobs/", child, timeout, "Ray Jobs API", auth)
         child.remember_descendants()
 
-    def start_controller(self, timeout: float = 60.0) -> Child:
+    def spawn_controller(self) -> Child:
+        """Start the controller (uvicorn) without waiting for it."""
         s = self.settings
         cmd = [
             sys.executable, "-m", "uvicorn", "service.api:create_app_from_env", "--factory",
             "--host", s.host, "--port", str(s.port), "--log-level", "warning",
+            "--timeout-graceful-shutdown", "2",
         ]
         env = {**s.env(), "PYTHONUNBUFFERED": "1"}
         child = _spawn("controller", cmd, self.log_dir, env=env)
-        self.children["controller"] = child
-        wait_http(f"{s.controller_url.rstrip('/')}/healthz", child, timeout, "controller")
+        self._adopt(child)
         return child
+
+    def start_controller(self, timeout: float = 60.0) -> Child:
+        child = self.spawn_controller()
+        self.wait_controller(child, timeout)
+        return child
+
+    def wait_controller(self, child: Child, timeout: float = 60.0) -> None:
+        url = self.settings.controller_url.rstrip("/")
+        wait_http(f"{url}/healthz", child, timeout, "controller")
+
+    def respawn(self, name: str) -> Child:
+        """Start a part again after it died, first killing what is left of the old one (a
+        SIGKILLed MLflow leaves its server worker holding the port)."""
+        old = self.children.pop(name, None)
+        if old is not None:
+            old.stop(grace=1.0)
+        spawn = {"mlflow": self.spawn_mlflow, "controller": self.spawn_controller}
+        if name not in spawn:
+            raise ValueError(f"{name} cannot be restarted on its own")
+        return spawn[name]()
+
+    def _adopt(self, child: Child) -> None:
+        self.children[child.name] = child
+        self._write_state()
 
     def ray_client_env(self) -> dict[str, str]:
         """Ray's variables for a process that joins this stack's Ray as a driver (``ray.init``):
@@ -273,25 +317,29 @@ class Stack:
     # ---- whole stack -----------------------------------------------------------------------
     def start(self) -> Stack:
         """MLflow and Ray start side by side (neither needs the other), then the controller.
-        A controller that would be exposed without auth is refused before anything starts."""
+        A controller that would be exposed without auth is refused before anything starts.
+        A reaper (``service.reaper``) is started first: it kills the stack if this process
+        dies without stopping it (SIGKILL, OOM), so nothing is left orphaned."""
         if self.want_controller:
             self.settings.check_exposure()
         errors: list[BaseException] = []
-
-        def mlflow_in_thread() -> None:
-            try:
-                self.start_mlflow()
-            except BaseException as err:  # re-raised in the caller's thread below
-                errors.append(err)
-
-        mlflow = threading.Thread(target=mlflow_in_thread, name="start-mlflow", daemon=True)
         try:
-            if self.want_mlflow:
-                mlflow.start()
+            self._start_reaper()
+            mlflow = self.spawn_mlflow() if self.want_mlflow else None
+
+            def wait_mlflow_in_thread() -> None:
+                try:
+                    if mlflow is not None:
+                        self.wait_mlflow(mlflow)
+                except BaseException as err:  # re-raised in the caller's thread below
+                    errors.append(err)
+
+            waiter = threading.Thread(target=wait_mlflow_in_thread, name="wait-mlflow",
+                                      daemon=True)
+            waiter.start()
             if self.want_ray:
                 self.start_ray()
-            if self.want_mlflow:
-                mlflow.join()
+            waiter.join()
             if errors:
                 raise errors[0]
             if self.want_controller:
@@ -301,21 +349,62 @@ class Stack:
             raise
         return self
 
-    def stop(self) -> None:
-        """Controller first (no new submissions), then Ray (its jobs), then MLflow."""
-        for name in ("controller", "ray", "mlflow"):
-            child = self.children.pop(name, None)
-            if child is not None:
-                child.stop()
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Every part at once: SIGTERM to each process group, ``grace`` seconds to exit, then
+        SIGKILL to whatever is left (Ray's own orderly shutdown takes ~8 s; its state dies
+        with the head anyway, and trial checkpoints are written atomically). Well inside
+        Docker's 10 s grace period."""
+        children = [self.children.pop(n) for n in ("controller", "ray", "mlflow")
+                    if n in self.children]
+        for child in children:
+            child.remember_descendants()
+            child.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for child in children:
+            child.wait_until(deadline)
+        for child in children:
+            child.kill_all()
         token = self.settings.ray_auth_token_file
         if self._own_ray_token and token is not None:
             token.unlink(missing_ok=True)  # its head is gone; the next one gets a new token
         if self.ray_temp_dir is not None:
-            for proc in _processes_mentioning(str(self.ray_temp_dir)):
-                _kill_pid(proc, time.monotonic() + 5)
+            for pid in _processes_mentioning(str(self.ray_temp_dir)):
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(pid).kill()
             if self._own_temp_dir:
                 shutil.rmtree(self.ray_temp_dir, ignore_errors=True)
                 self.ray_temp_dir = None
+        self._stop_reaper()
+
+    # ---- the reaper ----------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        """What the reaper reads: the process groups and the Ray temp dir to clean up."""
+        return self.settings.data_dir / "run" / f"stack-{os.getpid()}.json"
+
+    def _write_state(self) -> None:
+        if self._reaper is None:
+            return
+        state = {"groups": sorted(c.proc.pid for c in self.children.values()),
+                 "ray_temp_dir": str(self.ray_temp_dir) if self.ray_temp_dir else None,
+                 "own_temp_dir": self._own_temp_dir}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_file)
+
+    def _start_reaper(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps({"groups": []}))
+        me = psutil.Process()
+        cmd = [sys.executable, "-m", "service.reaper", "--parent", str(me.pid),
+               "--parent-started", repr(me.create_time()), "--state", str(self.state_file)]
+        self._reaper = _spawn("reaper", cmd, self.log_dir)
+
+    def _stop_reaper(self) -> None:
+        reaper, self._reaper = self._reaper, None
+        self.state_file.unlink(missing_ok=True)  # the reaper exits when its file is gone
+        if reaper is not None:
+            reaper.stop(grace=2.0)
 
     def urls(self) -> dict[str, str]:
         s = self.settings

@@ -11,6 +11,8 @@ submission returns the experiment the first one stored (``replayed``) instead of
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as StillRunning
 from dataclasses import dataclass
 
 from service.execution import Executor, Reconciler
@@ -21,6 +23,11 @@ from service.store import ExperimentView, KeyTaken, NewTrial, NewVariant, Store
 from trainer.keys import trial_key  # light: no torch, no training loop
 
 log = logging.getLogger(__name__)
+
+_SUBMITTER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="submit")
+"""Where job submissions run, so a POST waits for one at most ``submit_timeout_s``: a frozen
+MLflow server or Ray dashboard holds a submitter thread, never the client. Submitting is
+idempotent (one lock, deterministic submission ids), so a late one never duplicates a job."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,14 @@ def submit(planned: Plan, store: Store, executor: Executor,
             raise
         return _replay(earlier, planned, idempotency_key or "")
     sid, submit_error = None, None
+    timeout = executor.settings.submit_timeout_s
+    pending = _SUBMITTER.submit(executor.submit, exp.id)
     try:
-        sid = executor.submit(exp.id)
+        sid = pending.result(timeout=timeout)
+    except StillRunning:
+        submit_error = (f"still submitting after {timeout:g} s (MLflow or Ray is slow); it goes "
+                        "on in the background and the reconciler checks on it")
+        log.warning("submit %s: %s", exp.id, submit_error)
     except Exception as err:  # Ray or MLflow unreachable and the like: the reconciler retries
         submit_error = f"not submitted yet (the reconciler retries): {err}"
         log.warning("submit %s: %s", exp.id, err)
