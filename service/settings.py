@@ -117,6 +117,10 @@ class Settings(BaseSettings):
         default=2, ge=0, description="the controller's MLflow HTTP retries (trials keep "
         "MLflow's own, longer, retries: they ride out a restart of the server)",
     )
+    unschedulable_after_s: float = Field(
+        default=120.0, ge=0.0, description="a job whose trials fit on no node of the Ray "
+        "cluster waits this long for one to join, then fails them with the reason",
+    )
     reconcile_interval_s: float = Field(
         default=15.0, ge=0.0, description="period of the background reconciler; 0 = startup only"
     )

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from service.mlflow_names import mlflow_experiment_name, trial_tags
 from service.paths import check_config_paths
+from service.schedulable import wait_until_fits
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ACTIVE_STATES, Store, TrialState
@@ -275,6 +276,14 @@ def supervise(exp_id: str, settings: Settings) -> int:
     log.info("experiment %s: %d runnable trials", exp_id, len(plan))
     if plan:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
+        unfit = wait_until_fits(options.resources.model_dump(), ray.nodes,
+                                settings.unschedulable_after_s)
+        if unfit is not None:
+            log.warning("experiment %s: %s", exp_id, unfit)
+            for trial_id in plan:
+                store.mark_failed(trial_id, unfit)
+            plan = {}
+    if plan:
         exp_ctx = {
             "experiment_id": exp_id,
             "mlflow_experiment_id": exp.mlflow_experiment_id,

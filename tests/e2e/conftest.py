@@ -46,7 +46,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("ablate"),
         port=free_port(), mlflow_port=free_port(), ray_dashboard_port=free_port(),
-        max_retries=2, reconcile_interval_s=2.0,
+        max_retries=2, reconcile_interval_s=2.0, unschedulable_after_s=3.0,
     )
     s = Stack(settings, num_cpus=2)
     s.start()

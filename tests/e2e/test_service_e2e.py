@@ -197,3 +197,19 @@ def test_bad_spec_over_http_changes_nothing(api):
     assert r.json() == {"detail": [{"field": "factors",
                                     "reason": "design 'factorial' needs at least one factor"}]}
     assert api.get("/experiments").json() == before
+
+
+def test_a_trial_no_node_can_hold_fails_with_the_reason(api, mlflow):
+    """``resources.gpus: 1`` on this CPU-only Ray cluster: not pending forever, but failed with
+    a reason the API shows, once the job has waited ``unschedulable_after_s`` for a node."""
+    spec = tiny_spec("needs-a-gpu", 10, design="explicit", variants={"ALBEF": {}},
+                     resources={"cpus": 1, "gpus": 1})
+    r = api.post("/experiments", json=spec)
+    assert r.status_code == 201, r.text
+    exp = wait_for(api, r.json()["id"], done, timeout=120)
+    assert exp["status"] == "failed"
+    (trial,) = trials(exp)
+    assert trial["state"] == "failed" and trial["attempts"] == 0
+    assert trial["error"].startswith("unschedulable: each trial asks for cpus=1, gpus=1")
+    assert "GPU 0" in trial["error"] and "waited 3 s" in trial["error"]
+    assert runs_of(mlflow, exp) == []  # nothing ran
