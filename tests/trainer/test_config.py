@@ -101,3 +101,28 @@ def test_non_finite_numbers_are_refused_naming_the_field(path: str, value: objec
     with pytest.raises(ConfigError) as err:
         build_config("tiny", dotted={path: value})
     assert err.value.field.startswith(path)
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    ("data.benchmark_seed", -1),
+    ("data.benchmark_seed", 2**31),
+    ("init.seed", 2**31),
+    ("init.seed", 2**63),
+    ("data.root", "d/" * 2049),  # 4098 characters: past Linux's PATH_MAX
+    ("data.tokenizer_path", "x" * 4097),
+    ("model.vision.pretrained", "x" * 4097),
+    ("runtime.output_dir", "x" * 4097),
+    ("objectives.villa.tasks", ["itm", "mlm", "itm"]),
+])
+def test_unbounded_values_are_refused_naming_the_field(path: str, value: object) -> None:
+    """Seeds past what torch, numpy and the store take, and strings or lists that every variant
+    would store again (a 1 MB path times 64 variants) stop at the config."""
+    with pytest.raises(ConfigError) as err:
+        build_config("tiny", dotted={path: value})
+    assert err.value.field.startswith(path)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    cfg = build_config("tiny", dotted={"data.benchmark_seed": 2**31 - 1, "init.seed": 2**31 - 1,
+                                       "runtime.output_dir": "x" * 4096})
+    assert cfg.data.benchmark_seed == cfg.init.seed == 2**31 - 1

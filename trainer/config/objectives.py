@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from trainer.config.sections import PathStr
+
 
 class ObjectiveConfig(BaseModel):
     """Settings every objective shares: a switch and a loss weight."""
@@ -88,7 +90,7 @@ class MRCKLConfig(MPMConfig):
         description="target label: a foreground label covering this share of a patch labels it "
         "(None: majority)",
     )
-    teacher: str | None = Field(
+    teacher: PathStr | None = Field(
         default=None, description="TorchScript teacher: images -> per-patch logits [B,P,K]"
     )
     teacher_classes: int | None = Field(default=None, ge=2, description="K of the teacher")
@@ -108,7 +110,7 @@ Task = Literal["itm", "mlm"]
 class VILLAConfig(ObjectiveConfig):
     modality: Literal["image", "text", "alternate"] = "alternate"
     tasks: list[Task] | None = Field(
-        default=None, min_length=1,
+        default=None, min_length=1, max_length=2,
         description="tasks to perturb (None: every enabled one of itm, mlm)",
     )
     adv_steps: int = Field(default=2, ge=1, description="K: projected gradient ascent steps")

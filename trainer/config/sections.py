@@ -3,9 +3,15 @@ schedule, eval, runtime. Plain pydantic, no torch: the controller validates spec
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PATH_MAX = 4096
+"""Linux's PATH_MAX: a longer path names nothing, and every variant stores its config."""
+PathStr = Annotated[str, Field(max_length=PATH_MAX)]
+SEED_BOUND = 2**31
+"""Seeds lie in [0, 2**31): what torch, numpy and the store all accept."""
 
 
 class Section(BaseModel):
@@ -16,12 +22,12 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     dataset: Literal["shapes", "coco", "flickr30k", "imagefolder"] = "shapes"
-    root: str | None = Field(
+    root: PathStr | None = Field(
         default=None,
         description="shapes: cache directory (default .ablate/data); real data: folder of images "
         "and annotations",
     )
-    annotations: str | None = Field(
+    annotations: PathStr | None = Field(
         default=None, description="Karpathy-split JSON (coco/flickr30k) relative to root"
     )
     image_size: int = Field(default=32, ge=16, le=1024)
@@ -33,11 +39,12 @@ class DataConfig(Section):
     max_objects: int = Field(default=3, ge=1)
     caption_noise: float = Field(default=0.0, ge=0.0, le=1.0)
     benchmark_seed: int = Field(
-        default=0, description="generates the benchmark; independent of the training seed"
+        default=0, ge=0, lt=SEED_BOUND,
+        description="generates the benchmark; independent of the training seed",
     )
     max_text_len: int = Field(default=30, ge=4)
     vocab_size: int = Field(default=1000, ge=50, description="WordPiece vocabulary to train")
-    tokenizer_path: str | None = None
+    tokenizer_path: PathStr | None = None
     batch_size: int = Field(default=32, ge=2)
 
     @model_validator(mode="after")
@@ -53,7 +60,8 @@ class VisionConfig(Section):
     num_layers: int = Field(default=2, ge=1)
     num_heads: int = Field(default=2, ge=1)
     intermediate_size: int = Field(default=256, ge=8)
-    pretrained: str | None = Field(default=None, description="local transformers ViT checkpoint")
+    pretrained: PathStr | None = Field(
+        default=None, description="local transformers ViT checkpoint")
     pooling: Literal["cls", "mean"] = Field(
         default="cls",
         description="ITC feature: the [CLS] state (ALBEF) or the mean of the patch states",
@@ -72,7 +80,8 @@ class TextConfig(Section):
     num_fusion_layers: int = Field(default=2, ge=1)
     num_heads: int = Field(default=2, ge=1)
     intermediate_size: int = Field(default=256, ge=8)
-    pretrained: str | None = Field(default=None, description="local transformers BERT checkpoint")
+    pretrained: PathStr | None = Field(
+        default=None, description="local transformers BERT checkpoint")
     pooling: Literal["cls", "mean"] = Field(
         default="cls",
         description="ITC feature: the [CLS] state (ALBEF) or the mean of the token states",
@@ -128,7 +137,8 @@ class InitConfig(Section):
     steps: int = Field(default=300, ge=1, description="warm-start optimizer steps")
     lr: float = Field(default=1e-3, gt=0.0, description="warm-start peak learning rate")
     batch_size: int = Field(default=64, ge=2, description="images and captions per step")
-    seed: int = Field(default=0, ge=0, description="the warm start's own seed (not the trial's)")
+    seed: int = Field(default=0, ge=0, lt=SEED_BOUND,
+                      description="the warm start's own seed (not the trial's)")
 
 
 class OptimConfig(Section):
@@ -163,4 +173,4 @@ class RuntimeConfig(Section):
     threads: int | None = Field(default=None, ge=1, description="torch intra-op threads")
     checkpoint_every: int = Field(default=100, ge=1)
     log_every: int = Field(default=10, ge=1)
-    output_dir: str = "runs"
+    output_dir: PathStr = "runs"
