@@ -21,10 +21,20 @@ level switches several settings together (e.g. ``MoD`` = both distillation flags
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from service.specs.schema_rules import (
+    EXAMPLE,
+    LEVEL_VALUE_OR_SET,
+    METRIC_NAME,
+    PLAIN_LEVELS_NEED_PATH,
+    PRESET_NAMES,
+    VARIANTS_AS_MAPPING,
+    OrPlainValue,
+    design_inputs,
+)
 from trainer.metric_names import RETRIEVAL_METRICS, is_trial_metric
 
 Design = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
@@ -64,7 +74,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # ---- the spec -----------------------------------------------------------------------------
@@ -73,8 +83,9 @@ DEFAULT_REPORTED = ["mean_recall", "t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t
 
 
 class MetricsSpec(_Strict):
-    primary: str = "mean_recall"
-    reported: list[str] = Field(default_factory=lambda: list(DEFAULT_REPORTED))
+    primary: Annotated[str, METRIC_NAME] = "mean_recall"
+    reported: list[Annotated[str, METRIC_NAME]] = Field(
+        default_factory=lambda: list(DEFAULT_REPORTED))
 
 
 class Resources(_Strict):
@@ -101,7 +112,10 @@ class RunOptions(BaseModel):
 class Level(_Strict):
     """One level of a factor: a value for the factor's path, or a set of dotted overrides."""
 
-    name: str | None = Field(default=None, min_length=1, description="readable label")
+    model_config = ConfigDict(json_schema_extra=LEVEL_VALUE_OR_SET)
+
+    name: str | None = Field(default=None, min_length=1, description="readable label",
+                             json_schema_extra={"maxLength": MAX_LABEL})
     value: Any = None
     set: dict[str, Any] | None = Field(default=None, description="dotted path -> value")
 
@@ -138,8 +152,13 @@ _LEVEL_KEYS = {"name", "value", "set"}
 class Factor(_Strict):
     """A named switch: a config path and its levels (first = off/baseline, last = on/full)."""
 
+    model_config = ConfigDict(json_schema_extra=PLAIN_LEVELS_NEED_PATH)
+
     path: str | None = Field(default=None, description="dotted TrainConfig path the levels set")
-    levels: list[Level] = Field(min_length=2, description="at least two levels")
+    levels: list[Annotated[Level, OrPlainValue]] = Field(
+        min_length=2, description=f"at least two levels, a plain value or a mapping each; their "
+        f"labels (a level's name, else its value as text) distinct and at most {MAX_LABEL} "
+        "characters")
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -183,7 +202,7 @@ class ExplicitVariant(_Strict):
 class BaseConfigSpec(_Strict):
     """The config every variant starts from: a preset, a nested override tree, dotted overrides."""
 
-    preset: str | None = "tiny"
+    preset: str | None = Field(default="tiny", json_schema_extra=PRESET_NAMES)
     overrides: dict[str, Any] = Field(default_factory=dict)
     set: dict[str, Any] = Field(default_factory=dict, description="dotted path -> value")
 
@@ -198,17 +217,28 @@ class Budget(_Strict):
 
 
 class AblationSpec(_Strict):
-    """What to compare: a base config, the factors to switch, a design, seeds and metrics."""
+    """What to compare: a base config, the factors to switch, a design, seeds and metrics.
+
+    Designs factorial, leave_one_out and add_one_in take factors (at least one) and no variants;
+    design explicit takes variants (at least one, distinct names) and no factors. Beyond what
+    this schema says, a POST refuses (422, naming the field) what only the expansion can tell:
+    config paths and values, a baseline that is not a variant, more variants or trials than the
+    controller's limits, data paths outside its data roots."""
+
+    model_config = ConfigDict(json_schema_extra={**design_inputs(get_args(Design)),
+                                                 "examples": [EXAMPLE]})
 
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     base: BaseConfigSpec = Field(default_factory=BaseConfigSpec)
     factors: dict[str, Factor] = Field(default_factory=dict)
-    variants: list[ExplicitVariant] = Field(
-        default_factory=list, description="design=explicit only"
+    variants: Annotated[list[ExplicitVariant], VARIANTS_AS_MAPPING] = Field(
+        default_factory=list, description="design=explicit only: a list, or a mapping of "
+        "name -> {dotted path: value}"
     )
     design: Design = "factorial"
-    baseline: str | None = Field(default=None, description="variant compared against")
+    baseline: str | None = Field(default=None, description="variant compared against: one of "
+                                 "the variants the design makes (default: the design's own)")
     seeds: Annotated[list[int], WithJsonSchema(_SEEDS_SCHEMA)] = Field(
         default_factory=lambda: [0, 1, 2], description="a list or a count"
     )
