@@ -12,7 +12,6 @@ import math
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Update, func, select, update
@@ -20,31 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker, undefer
 
 from service.states import ACTIVE_STATES, TrialState
-from service.store.engine import make_engine, migrate
+from service.store.engine import ONE_STATEMENT, READ_ONLY, make_engine, migrate
+from service.store.inputs import NewTrial, NewVariant
 from service.store.models import Experiment, Trial, Variant, now
+from service.store.revision import Revision, Revisions
 from service.store.views import ExperimentView, TrialView
 
 __all__ = ["KeyTaken", "NewTrial", "NewVariant", "NotFound", "Store", "new_experiment_id"]
-
-
-@dataclass
-class NewTrial:
-    """A trial to insert (one seed of a variant); the store assigns its id and state."""
-
-    seed: int
-    trial_key: str
-
-
-@dataclass
-class NewVariant:
-    """A variant to insert with its trials, as the spec's expansion planned it."""
-
-    name: str
-    levels: dict[str, str]
-    overrides: dict[str, Any]
-    config: dict[str, Any]
-    config_hash: str
-    trials: list[NewTrial]
 
 
 class NotFound(LookupError):
@@ -77,13 +58,19 @@ class Store:
             migrate(url)
         self.engine = make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_session = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
+                                          expire_on_commit=False)
+        self.revisions = Revisions(
+            self.engine.execution_options(**{READ_ONLY: True, ONE_STATEMENT: True}))
 
     def close(self) -> None:
+        self.revisions.close()
         self.engine.dispose()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._session() as s, s.begin():
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A transaction; a ``read_only`` one takes no write lock on SQLite (a WAL snapshot)."""
+        with (self._read_session if read_only else self._session)() as s, s.begin():
             yield s
 
     # ---- experiments ------------------------------------------------------------------------
@@ -162,7 +149,7 @@ class Store:
 
     def experiment_by_key(self, idempotency_key: str) -> ExperimentView | None:
         """The experiment a POST with this ``Idempotency-Key`` created, if any."""
-        with self.session() as s:
+        with self.session(read_only=True) as s:
             exp_id = s.scalar(select(Experiment.id)
                               .where(Experiment.idempotency_key == idempotency_key))
         return None if exp_id is None else self.get_experiment(exp_id)
@@ -175,16 +162,23 @@ class Store:
         trials = selectinload(Experiment.variants).selectinload(Variant.trials)
         if with_history:
             trials = trials.options(undefer(Trial.history))
-        with self.session() as s:
+        with self.session(read_only=True) as s:
             exp = s.get(Experiment, exp_id, options=[trials])
             if exp is None:
                 raise NotFound(exp_id)
             return ExperimentView.model_validate(exp)
 
+    def revision(self, exp_id: str) -> Revision:
+        """Changes whenever anything stored about the experiment does (``store.revision``)."""
+        rev = self.revisions.read(exp_id)
+        if rev is None:
+            raise NotFound(exp_id)
+        return rev
+
     def list_experiments(self, limit: int = 100) -> list[ExperimentView]:
         """Newest first, variants and trials loaded in two more queries (not one per row)."""
         trials = selectinload(Experiment.variants).selectinload(Variant.trials)
-        with self.session() as s:
+        with self.session(read_only=True) as s:
             rows = s.scalars(
                 select(Experiment).options(trials)
                 .order_by(Experiment.created_at.desc()).limit(limit)
@@ -277,7 +271,7 @@ class Store:
             return [TrialView.model_validate(t) for t in rows]
 
     def get_trial(self, trial_id: int) -> TrialView:
-        with self.session() as s:
+        with self.session(read_only=True) as s:
             t = s.get(Trial, trial_id)
             if t is None:
                 raise NotFound(str(trial_id))
