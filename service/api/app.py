@@ -2,9 +2,10 @@
 
 ``create_app(settings)`` builds it with the store and the executor on ``app.state`` (injected
 into the routes by ``deps``), so tests, the CLI and the benches build the same app. Every error a
-client can cause is a 4xx whose body is ``{"detail": [{"field": ..., "reason": ...}]}``; any
-other exception is a 500 in the same shape (field ``<server>``), logged, its trace kept out of
-the body. Request bodies are bounded (``limits.BodyLimit``).
+client can cause is a 4xx whose body is ``{"detail": [{"field": ..., "reason": ...}]}`` (Starlette's
+own 404 and 405 included); any other exception is a 500 in the same shape (field ``<server>``),
+logged, its trace kept out of the body. Request bodies are bounded (``limits.BodyLimit``).
+OPTIONS and 405 list the path's real methods (``methods``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from service.api.limits import BodyLimit
+from service.api.methods import allowed_methods, options_response
 from service.api.models import ErrorBody
 from service.api.routes import compare, experiments, health
 from service.execution import Executor, Reconciler
@@ -84,12 +87,17 @@ async def _validation_error(_: Request, err: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-async def _http_error(_: Request, err: HTTPException) -> JSONResponse:
-    """A raised ``HTTPException`` in the API's shape (a plain-text detail becomes one entry)."""
+async def _http_error(request: Request, err: HTTPException) -> Response:
+    """A raised ``HTTPException`` in the API's shape (a plain-text detail becomes one entry);
+    Starlette's 405 with the path's real methods, and OPTIONS answered instead of refused."""
+    headers = dict(err.headers or {})
+    if err.status_code == 405:
+        if request.method == "OPTIONS":
+            return options_response(request)
+        headers["Allow"] = allowed_methods(request)
     raw: Any = err.detail  # ``deps.error`` raises a list; Starlette's own errors carry a string
     detail = raw if isinstance(raw, list) else [{"field": "<request>", "reason": str(raw)}]
-    return JSONResponse({"detail": detail}, status_code=err.status_code,
-                        headers=getattr(err, "headers", None))
+    return JSONResponse({"detail": detail}, status_code=err.status_code, headers=headers)
 
 
 async def _internal_error(request: Request, err: Exception) -> JSONResponse:
