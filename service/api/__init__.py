@@ -1,5 +1,6 @@
 """The controller's HTTP API: ``app`` builds it, ``routes`` hold the routers, ``deps`` what they
-depend on, ``models`` the response bodies. The submit use case itself is ``service.submit``.
+depend on, ``models`` the response bodies, ``responses`` the errors they declare, ``openapi`` the
+schema, ``methods`` OPTIONS and 405. The submit use case itself is ``service.submit``.
 
 ``new_variants`` is re-exported for the callers that plan trials the way a POST does.
 """

@@ -5,7 +5,7 @@ into the routes by ``deps``), so tests, the CLI and the benches build the same a
 client can cause is a 4xx whose body is ``{"detail": [{"field": ..., "reason": ...}]}`` (Starlette's
 own 404 and 405 included); any other exception is a 500 in the same shape (field ``<server>``),
 logged, its trace kept out of the body. Request bodies are bounded (``limits.BodyLimit``).
-OPTIONS and 405 list the path's real methods (``methods``).
+OPTIONS and 405 list the path's real methods (``methods``); the schema is ``openapi``'s.
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from service.api.limits import BodyLimit
 from service.api.methods import allowed_methods, options_response
-from service.api.models import ErrorBody
+from service.api.openapi import build_schema
+from service.api.responses import ALWAYS
 from service.api.routes import compare, experiments, health
 from service.execution import Executor, Reconciler
 from service.settings import Settings
-from service.specs import AblationSpec
 from service.store import Store
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         title="vlp-ablate", version="0.1.0", lifespan=lifespan,
         description="Ablation experiments for vision-language pretraining: POST a spec, get "
         "trials on Ray, runs in MLflow and a comparison over seeds.",
-        responses={422: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+        responses=ALWAYS,
     )
     app.state.settings = settings
     app.state.store = store or Store(settings.db_url)
@@ -67,7 +66,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.exception_handler(Exception)(_internal_error)
     for module in (health, experiments, compare):
         app.include_router(module.router)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app
 
 
@@ -109,14 +108,8 @@ async def _internal_error(request: Request, err: Exception) -> JSONResponse:
                         status_code=500)
 
 
-def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus ``AblationSpec``, which POST /experiments reads raw (JSON or YAML)."""
+def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """Built once, on the first request for it (``openapi.build_schema``)."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)
-        spec_schema = AblationSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(spec_schema.pop("$defs", {}))
-        components["AblationSpec"] = spec_schema
-        app.openapi_schema = schema
+        app.openapi_schema = build_schema(app, settings)
     return app.openapi_schema

@@ -1,7 +1,8 @@
 """What the routes depend on, as ``Annotated`` dependencies (FastAPI's full-stack template).
 
 ``create_app`` puts the settings, the store, the executor and the reconciler on ``app.state``;
-these read them back per request, so tests and the CLI inject their own by building the app.
+these read them back per request, so tests and the CLI choose them by the settings they build
+the app with (the executor is always the real one: tests point it at closed ports).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.execution import Executor, Reconciler
 from service.settings import Settings
@@ -64,7 +66,15 @@ def authorized(request: Request, settings: Settings) -> bool:
     )
 
 
-def check_auth(request: Request, settings: SettingsDep) -> None:
+BEARER = HTTPBearer(auto_error=False, scheme_name="bearerAuth", description="ABLATE_AUTH_TOKEN, "
+                    "when the controller has one (the scheme name in any case)")
+"""Declares the scheme to the OpenAPI schema (and to /docs' Authorize button) on every route
+behind ``check_auth``; it refuses nothing itself: ``authorized`` decides, here and in /healthz."""
+
+
+def check_auth(request: Request, settings: SettingsDep,
+               _declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+               ) -> None:
     """With ``ABLATE_AUTH_TOKEN`` set, every experiment route needs ``Bearer <token>``; a 401
     names the scheme in ``WWW-Authenticate`` (RFC 6750), ``invalid_token`` when one was sent."""
     if authorized(request, settings):

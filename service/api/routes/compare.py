@@ -10,19 +10,20 @@ from fastapi.responses import Response
 from service import report, views
 from service.analysis import Analysis
 from service.api.deps import CompareQueryDep, SettingsDep, StoreDep, check_auth, error
+from service.api.responses import UNAUTHORIZED, errors
 from service.settings import Settings
 from service.store import NotFound, Store
 from service.views import CompareQuery, Format, QueryError
 
 router = APIRouter(prefix="/experiments", tags=["experiments"],
-                   dependencies=[Depends(check_auth)])
+                   dependencies=[Depends(check_auth)], responses=UNAUTHORIZED)
 
 
 @router.get(
     "/{exp_id}/compare", response_model=None,
     responses={200: {"model": Analysis, "content": {
         mt: {} for fmt, mt in report.MEDIA_TYPES.items() if fmt != "json"
-    }}},
+    }}, **errors(404, 422)},
 )
 def compare_experiment(
     exp_id: str,
@@ -42,7 +43,7 @@ def compare_experiment(
 
 
 @router.get("/{exp_id}/report", response_class=Response,
-            responses={200: {"content": {"text/html": {}}}})
+            responses={200: {"content": {"text/html": {}}}, **errors(404, 422)})
 def report_page(exp_id: str, query: CompareQueryDep, store: StoreDep,
                 settings: SettingsDep) -> Response:
     """A self-contained HTML page: the table, the plots (inline PNG) and MLflow run links."""

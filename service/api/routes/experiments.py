@@ -22,7 +22,6 @@ from service.api.models import (
     ActionOut,
     CreatedOut,
     DryRunOut,
-    ErrorBody,
     ExperimentOut,
     ExperimentSummaryOut,
     created_out,
@@ -30,13 +29,14 @@ from service.api.models import (
     experiment_out,
     summary_out,
 )
+from service.api.responses import UNAUTHORIZED, Responses, errors
 from service.execution import Executor, RayUnavailable, Reconciler
 from service.settings import Settings
 from service.specs import SpecError
 from service.store import Store
 
 router = APIRouter(prefix="/experiments", tags=["experiments"],
-                   dependencies=[Depends(check_auth)])
+                   dependencies=[Depends(check_auth)], responses=UNAUTHORIZED)
 
 _SPEC_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/AblationSpec"}},
@@ -47,16 +47,17 @@ _SPEC_BODY = {"requestBody": {"required": True, "content": {
 KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
-_POST_RESPONSES: dict[int | str, dict[str, Any]] = {
+_POST_RESPONSES: Responses = {
     200: {"model": CreatedOut | DryRunOut, "description": f"A dry run's plan; or the experiment "
           f"an earlier POST with the same {KEY_HEADER} and spec created (nothing new is "
-          f"stored; header {REPLAYED_HEADER}: true)"},
-    201: {"description": "Stored, and its job submitted (or left to the reconciler)"},
-    409: {"model": ErrorBody, "description": f"The {KEY_HEADER} already created an experiment "
-          "from a different spec"},
-    413: {"model": ErrorBody, "description": "The body is over ABLATE_MAX_BODY_BYTES"},
-    422: {"model": ErrorBody, "description": "The spec (or a header) is invalid; each entry "
-          "names a field. Nothing is stored"},
+          f"stored; header {REPLAYED_HEADER}: true)",
+          "headers": {REPLAYED_HEADER: {"description": "true when the experiment is an earlier "
+                                        "POST's", "schema": {"type": "string", "enum": ["true"]}}}},
+    201: {"description": "Stored, and its job submitted (or left to the reconciler: "
+          "submit_error says why)"},
+    **errors(409, 422, e409=f"The {KEY_HEADER} already created an experiment from a different "
+             "spec", e422="The spec (or a header) is invalid; each entry names a field. Nothing "
+             "is stored"),
 }
 
 
@@ -66,8 +67,8 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-@router.post("", status_code=201, response_model=CreatedOut | DryRunOut,
-             openapi_extra=_SPEC_BODY, responses=_POST_RESPONSES)
+@router.post("", status_code=201, response_model=CreatedOut, openapi_extra=_SPEC_BODY,
+             responses=_POST_RESPONSES)
 async def create_experiment(
     request: Request,
     settings: SettingsDep,
@@ -112,22 +113,20 @@ def list_experiments(store: StoreDep) -> list[ExperimentSummaryOut]:
     return [summary_out(e) for e in store.list_experiments()]
 
 
-@router.get("/{exp_id}")
+@router.get("/{exp_id}", responses=errors(404))
 def get_experiment(exp_id: str, store: StoreDep, settings: SettingsDep) -> ExperimentOut:
     return experiment_out(load_experiment(store, exp_id), settings)
 
 
-@router.post("/{exp_id}/cancel")
+@router.post("/{exp_id}/cancel", responses=errors(404))
 def cancel_experiment(exp_id: str, store: StoreDep, executor: ExecutorDep) -> ActionOut:
     load_experiment(store, exp_id)
     n = executor.cancel(exp_id)
     return ActionOut(id=exp_id, status=store.get_experiment(exp_id).status, trials=n)
 
 
-@router.post("/{exp_id}/retry", responses={
-    409: {"model": ErrorBody, "description": "The experiment has no failed trials to retry"},
-    503: {"model": ErrorBody, "description": "Ray is unreachable (the reconciler retries)"},
-})
+@router.post("/{exp_id}/retry", responses=errors(
+    404, 409, 503, e409="The experiment has no failed trials to retry"))
 def retry_experiment(exp_id: str, store: StoreDep, executor: ExecutorDep) -> ActionOut:
     """Run the failed trials again (finished, cached and cancelled ones stay)."""
     load_experiment(store, exp_id)
