@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import submit
+from service.api.caches import caches
 from service.api.deps import (
     ExecutorDep,
     ReconcilerDep,
@@ -16,6 +17,7 @@ from service.api.deps import (
     StoreDep,
     check_auth,
     error,
+    get_store,
     load_experiment,
 )
 from service.api.models import (
@@ -26,14 +28,13 @@ from service.api.models import (
     ExperimentSummaryOut,
     created_out,
     dry_run_out,
-    experiment_out,
     summary_out,
 )
 from service.api.responses import UNAUTHORIZED, Responses, errors
 from service.execution import Executor, RayUnavailable, Reconciler
 from service.settings import Settings
 from service.specs import SpecError
-from service.store import Store
+from service.store import NotFound, Store
 
 router = APIRouter(prefix="/experiments", tags=["experiments"],
                    dependencies=[Depends(check_auth)], responses=UNAUTHORIZED)
@@ -113,9 +114,22 @@ def list_experiments(store: StoreDep) -> list[ExperimentSummaryOut]:
     return [summary_out(e) for e in store.list_experiments()]
 
 
-@router.get("/{exp_id}", responses=errors(404))
-def get_experiment(exp_id: str, store: StoreDep, settings: SettingsDep) -> ExperimentOut:
-    return experiment_out(load_experiment(store, exp_id), settings)
+@router.get("/{exp_id}", response_model=ExperimentOut, responses=errors(404))
+async def get_experiment(exp_id: str, request: Request, settings: SettingsDep) -> Response:
+    """The experiment's status, its body rendered once per revision (``caches.StatusCache``).
+
+    ``async``: a cached body the store vouches for without a query (SQLite, nothing committed
+    since) is answered on the event loop; anything else (a query, a render) runs in the
+    thread pool. The store is read off the app rather than through ``StoreDep``, whose sync
+    function would cost a hop to the thread pool and back."""
+    status, store = caches(request).status, get_store(request)
+    body = status.peek(store, exp_id, settings)
+    if body is None:
+        try:
+            body = await run_in_threadpool(status.body, store, exp_id, settings)
+        except NotFound:
+            raise error(404, "id", f"no experiment {exp_id!r}") from None
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{exp_id}/cancel", responses=errors(404))
