@@ -108,6 +108,6 @@ def test_the_api_keeps_its_schema(served, tmp_path):
     served_5xx = sum(n for status, n in app.statuses.items() if status >= 500)
     assert served_5xx == 0, app.statuses
     cases = report["test_cases"]["generated"]
-    assert cases >= 200, report["test_cases"]
+    assert cases >= 500, report["test_cases"]
     print(f"schemathesis: {cases} cases, {sum(app.statuses.values())} responses "
           f"{dict(sorted(app.statuses.items()))}, 0 failures, {took:.1f} s")
