@@ -23,6 +23,7 @@ from service.store.engine import ONE_STATEMENT, READ_ONLY, make_engine, migrate
 from service.store.inputs import NewTrial, NewVariant
 from service.store.models import Experiment, Trial, Variant, now
 from service.store.revision import Revision, Revisions
+from service.store.seeds import add_trials, finished_by_key, trial_row
 from service.store.views import ExperimentView, TrialView
 
 __all__ = ["KeyTaken", "NewTrial", "NewVariant", "NotFound", "Store", "new_experiment_id"]
@@ -111,7 +112,7 @@ class Store:
         with self.session() as s, s.no_autoflush:
             s.add(exp)
             keys = [t.trial_key for v in variants for t in v.trials]
-            done = self._finished_by_key(s, keys) if reuse_cached else {}
+            done = finished_by_key(s, keys) if reuse_cached else {}
             for pos, nv in enumerate(variants):
                 var = Variant(
                     experiment=exp, position=pos, name=nv.name, levels=nv.levels,
@@ -119,33 +120,23 @@ class Store:
                 )
                 s.add(var)
                 for nt in nv.trials:
-                    trial = Trial(experiment=exp, variant=var, seed=nt.seed,
-                                  trial_key=nt.trial_key, state=TrialState.PENDING,
-                                  attempts=0, step=0, total_steps=0, metrics={})
-                    src = done.get(nt.trial_key)
-                    if src is not None:
-                        trial.state = TrialState.CACHED
-                        trial.cached_from = src.id
-                        trial.metrics = dict(src.metrics or {})
-                        trial.history = src.history
-                        trial.mlflow_run_id = src.mlflow_run_id
-                        trial.mlflow_experiment_id = src.mlflow_experiment_id
-                        trial.step = trial.total_steps = src.total_steps
-                        trial.finished_at = now()
-                    s.add(trial)
+                    s.add(trial_row(exp, var, nt, done))
             s.flush()
             return ExperimentView.model_validate(exp)
 
-    @staticmethod
-    def _finished_by_key(s: Session, keys: list[str]) -> dict[str, Trial]:
-        if not keys:
-            return {}
-        rows = s.scalars(
-            select(Trial)
-            .where(Trial.trial_key.in_(set(keys)), Trial.state == TrialState.FINISHED)
-            .order_by(Trial.id)
-        )
-        return {t.trial_key: t for t in rows}
+    def add_trials(self, exp_id: str, wanted: dict[str, list[NewTrial]],
+                   reuse_cached: bool = True) -> int:
+        """Add the trials ``wanted`` (variant name -> trials) that the experiment lacks (the
+        seeds of an adaptive experiment's next look); returns how many. Idempotent; of two
+        concurrent adds of one seed the unique index lets one in, and the other tries again."""
+        for attempt in range(2):
+            try:
+                with self.session() as s:
+                    return add_trials(s, exp_id, wanted, reuse_cached)
+            except IntegrityError:
+                if attempt:
+                    raise
+        return 0
 
     def experiment_by_key(self, idempotency_key: str) -> ExperimentView | None:
         """The experiment a POST with this ``Idempotency-Key`` created, if any."""

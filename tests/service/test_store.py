@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from service.store import (
     MIGRATION_LOCK_KEY,
@@ -30,6 +32,7 @@ from service.store import (
     NewVariant,
     NotFound,
     Store,
+    Trial,
     TrialState,
     alembic_config,
     make_engine,
@@ -218,9 +221,12 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     s.close()
     cfg = alembic_config(db_url)
     # Step down one revision at a time; the comparison with the models sees what each undid.
+    command.downgrade(cfg, "0005")
+    one_per_seed = {("add_index", "trials", "ux_trials_variant_seed")}
+    assert _changes(db_url) == one_per_seed
     command.downgrade(cfg, "0004")
-    keyed = {("add_column", "experiments", "idempotency_key"),
-             ("add_index", "experiments", "ix_experiments_idempotency_key")}
+    keyed = one_per_seed | {("add_column", "experiments", "idempotency_key"),
+                            ("add_index", "experiments", "ix_experiments_idempotency_key")}
     assert _changes(db_url) == keyed
     command.downgrade(cfg, "0003")
     finalized = keyed | {("add_column", "experiments", "finalized_at")}
@@ -398,3 +404,63 @@ def test_generated_names_of_any_length_are_stored(store):
     got = store.get_experiment(make_long(store))
     assert (got.baseline, got.primary_metric, got.variants[0].name) == (
         LONG_NAME, LONG_METRIC, LONG_NAME)
+
+
+# ---- adding seeds to a stored experiment (adaptive seeds' next look) ----------------------
+
+def seeds_of(store: Store, exp_id: str) -> list[int]:
+    return sorted(t.seed for t in store.get_experiment(exp_id).trials)
+
+
+def test_adding_seeds_is_idempotent(store: Store) -> None:
+    exp = make(store)
+    wanted = {"a": [NewTrial(seed=2, trial_key="k2"), NewTrial(seed=3, trial_key="k3")]}
+    assert store.add_trials(exp.id, wanted) == 2
+    assert store.add_trials(exp.id, wanted) == 0
+    assert seeds_of(store, exp.id) == [0, 1, 2, 3]
+    new = [t for t in store.get_experiment(exp.id).trials if t.seed >= 2]
+    assert {t.state for t in new} == {"pending"}
+
+
+def test_a_seed_finished_elsewhere_is_reused_unless_rerun(store: Store) -> None:
+    first = make(store, keys=("k0", "k1", "k9"), name="first")
+    finish(store, first.trials[2].id, run="run-k9")
+    exp = make(store, name="second")
+    assert store.add_trials(exp.id, {"a": [NewTrial(seed=2, trial_key="k9")]}) == 1
+    (added,) = [t for t in store.get_experiment(exp.id).trials if t.seed == 2]
+    assert added.state == "cached" and added.mlflow_run_id == "run-k9"
+    other = make(store, name="third", rerun=True)
+    store.add_trials(other.id, {"a": [NewTrial(seed=2, trial_key="k9")]}, reuse_cached=False)
+    (added,) = [t for t in store.get_experiment(other.id).trials if t.seed == 2]
+    assert added.state == "pending"
+
+
+def test_one_trial_per_variant_and_seed_is_the_stores_rule(store: Store) -> None:
+    exp = make(store)
+    with pytest.raises(IntegrityError), store.session() as s:
+        t = s.get(Trial, exp.trials[0].id)
+        s.add(Trial(experiment_id=exp.id, variant_id=t.variant_id, seed=t.seed,
+                    trial_key="again", state="pending", attempts=0, step=0, total_steps=0,
+                    metrics={}))
+    assert seeds_of(store, exp.id) == [0, 1]
+
+
+def test_concurrent_adds_of_the_same_seeds_insert_them_once(store: Store) -> None:
+    exp = make(store)
+    wanted = {"a": [NewTrial(seed=s, trial_key=f"k{s}") for s in range(2, 8)]}
+    added: list[int] = []
+    threads = [threading.Thread(target=lambda: added.append(store.add_trials(exp.id, wanted)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(added) == 6 and seeds_of(store, exp.id) == list(range(8))
+
+
+def test_an_unknown_variant_is_refused_and_nothing_added(store: Store) -> None:
+    exp = make(store)
+    with pytest.raises(KeyError, match="nope"):
+        store.add_trials(exp.id, {"a": [NewTrial(seed=5, trial_key="k5")],
+                                  "nope": [NewTrial(seed=5, trial_key="k5")]})
+    assert seeds_of(store, exp.id) == [0, 1]
