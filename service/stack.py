@@ -20,160 +20,34 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psutil
 
+from service.processes import (
+    NEVER_INHERITED,
+    Child,
+    free_port,
+    port_in_use,
+    processes_mentioning,
+    serve_in_thread,
+    spawn,
+    wait_http,
+)
 from service.secret_files import new_ray_token, ray_auth_headers
 from service.settings import LOOPBACK, Settings
+
+__all__ = ["NEVER_INHERITED", "STOP_GRACE_S", "Child", "Stack", "free_port", "port_in_use",
+           "serve_in_thread"]
+"""The stack, and the process helpers the CLI, tests and benches take from here."""
 
 BIN = Path(sys.executable).parent
 STOP_GRACE_S = 3.0
 """Seconds the parts get to exit on SIGTERM before SIGKILL, all at once."""
-NEVER_INHERITED = ("ABLATE_AUTH_TOKEN", "ABLATE_DB_URL", "RAY_AUTH_TOKEN")
-"""Variables of this process that no child gets by inheritance (the controller gets the first
-two from its settings; Ray's processes read the token from the stack's token file)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve_in_thread(app: Any, timeout: float = 30.0, log_level: str = "warning"
-                    ) -> Iterator[str]:
-    """Serve a FastAPI app with uvicorn on 127.0.0.1 in a thread of this process; yields its
-    base URL. For the tests and benches that need real HTTP without a stack."""
-    import uvicorn
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level=log_level))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((host, port)) == 0
-
-
-@dataclass
-class Child:
-    """One process this stack started, with everything it spawned."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    descendants: set[int] = field(default_factory=set)
-    started_at: float = field(default_factory=time.monotonic)
-
-    def remember_descendants(self) -> None:
-        with contextlib.suppress(psutil.Error):
-            for p in psutil.Process(self.proc.pid).children(recursive=True):
-                self.descendants.add(p.pid)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def signal_group(self, signum: int) -> None:
-        """Signal the child's process group (it leads its own session): its helpers too."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signum)
-
-    def wait_until(self, deadline: float) -> bool:
-        """Wait for the main process to exit, at most until ``deadline``; True if it did."""
-        try:
-            self.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def kill_all(self) -> None:
-        """SIGKILL the group and every remembered descendant still alive (Ray's workers, say,
-        which leave the group). Idempotent: the end of a stop, or the wreck of a crash."""
-        self.signal_group(signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-        for pid in sorted(self.descendants):
-            with contextlib.suppress(psutil.Error):
-                psutil.Process(pid).kill()
-
-    def stop(self, grace: float = 3.0) -> None:
-        """SIGTERM the process group, wait up to ``grace``, then SIGKILL whatever is left."""
-        self.remember_descendants()
-        self.signal_group(signal.SIGTERM)
-        self.wait_until(time.monotonic() + grace)
-        self.kill_all()
-
-    def kill(self) -> None:
-        """SIGKILL the main process only (what a crash looks like)."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-
-
-def _spawn(name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None,
-           cwd: Path | None = None) -> Child:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    inherited = {k: v for k, v in os.environ.items() if k not in NEVER_INHERITED}
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**inherited, **(env or {})}, cwd=cwd, start_new_session=True,
-        )
-    return Child(name, proc, log_path)
-
-
-def wait_http(url: str, child: Child | None, timeout: float, name: str,
-              headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if child is not None and not child.alive():
-            raise RuntimeError(f"{name} exited (code {child.proc.returncode}); see "
-                               f"{child.log_path}:\n{_tail(child.log_path)}")
-        try:
-            r = httpx.get(url, timeout=2.0, headers=headers)
-            if r.status_code < 500:
-                return
-            last = f"HTTP {r.status_code}"
-        except httpx.HTTPError as err:
-            last = str(err)
-        time.sleep(0.3)
-    raise RuntimeError(f"{name} not ready at {url} after {timeout:.0f}s ({last})")
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
 
 
 class Stack:
@@ -216,7 +90,7 @@ class Stack:
         ]
         # MLflow 3's job runner (huey consumers for GenAI jobs: trace roll-ups, prompt
         # optimisation) is not used here; off, the server starts 7 fewer Python processes.
-        child = _spawn("mlflow", cmd, self.log_dir,
+        child = spawn("mlflow", cmd, self.log_dir,
                        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         self._adopt(child)
         return child
@@ -260,7 +134,7 @@ class Stack:
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             **self.ray_client_env(),
         }
-        child = _spawn("ray", cmd, self.log_dir, env=env)
+        child = spawn("ray", cmd, self.log_dir, env=env)
         self._adopt(child)
         auth = ray_auth_headers(s)
         wait_http(f"{s.ray_address.rstrip('/')}/api/version", child, timeout, "Ray dashboard",
@@ -278,7 +152,7 @@ class Stack:
             "--timeout-graceful-shutdown", "2",
         ]
         env = {**s.env(), "PYTHONUNBUFFERED": "1"}
-        child = _spawn("controller", cmd, self.log_dir, env=env)
+        child = spawn("controller", cmd, self.log_dir, env=env)
         self._adopt(child)
         return child
 
@@ -368,7 +242,7 @@ class Stack:
         if self._own_ray_token and token is not None:
             token.unlink(missing_ok=True)  # its head is gone; the next one gets a new token
         if self.ray_temp_dir is not None:
-            for pid in _processes_mentioning(str(self.ray_temp_dir)):
+            for pid in processes_mentioning(str(self.ray_temp_dir)):
                 with contextlib.suppress(psutil.Error):
                     psutil.Process(pid).kill()
             if self._own_temp_dir:
@@ -398,7 +272,7 @@ class Stack:
         me = psutil.Process()
         cmd = [sys.executable, "-m", "service.reaper", "--parent", str(me.pid),
                "--parent-started", repr(me.create_time()), "--state", str(self.state_file)]
-        self._reaper = _spawn("reaper", cmd, self.log_dir)
+        self._reaper = spawn("reaper", cmd, self.log_dir)
 
     def _stop_reaper(self) -> None:
         reaper, self._reaper = self._reaper, None
@@ -416,18 +290,3 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    """PIDs of our user's processes whose command line names ``text`` (our Ray's temp dir)."""
-    me = os.getuid()
-    out = []
-    for p in psutil.process_iter(["pid", "uids", "cmdline"]):
-        try:
-            if p.info["uids"] and p.info["uids"].real != me:
-                continue
-            if any(text in arg for arg in (p.info["cmdline"] or [])):
-                out.append(p.info["pid"])
-        except psutil.Error:
-            continue
-    return [pid for pid in out if pid != os.getpid()]

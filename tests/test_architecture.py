@@ -2,7 +2,7 @@
 and the processes that must start without PyTorch, checked in fresh interpreters.
 
 Rules: the trainer never imports the service; HTTP lives in ``service.api`` (uvicorn also in
-``service.stack``, which serves it); SQL in ``service.store`` and the migrations; Ray's client in
+``service.processes``, which serves it in a thread); SQL in ``service.store`` and the migrations; Ray's client in
 ``service.execution`` and ``service.supervisor``; ``service.analysis`` is pure (numbers in,
 numbers out); no import circle between modules of the project; no module over 400 lines.
 """
@@ -97,7 +97,7 @@ def test_the_trainer_never_imports_the_service(graph) -> None:
 @pytest.mark.parametrize(("library", "allowed"), [
     ("fastapi", ("service.api",)),
     ("starlette", ("service.api",)),
-    ("uvicorn", ("service.api", "service.stack")),
+    ("uvicorn", ("service.api", "service.processes")),
     ("sqlalchemy", ("service.store", "service.migrations")),
     ("alembic", ("service.store", "service.migrations")),
     ("ray", ("service.execution", "service.supervisor")),

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from service.execution import Executor
+from service.processes import spawn as _spawn
 from service.secret_files import ray_auth_headers, write_private
 from service.settings import SECRETS_FILE_ENV, Settings
-from service.stack import _spawn
 from service.store import Store
 
 TOKEN = "api-token-" + "t" * 24
