@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,6 +188,28 @@ def finished_store(data_dir: Path, variants: int, seeds: int) -> tuple[str, str]
                     f"trials, {exp.status}")
 
 
+def progress_writer(data_dir: Path, hz: float) -> tuple[threading.Event, threading.Thread]:
+    """Another experiment with a running trial that reports progress ``hz`` times a second
+    (as a job's trials do), from this process; set the event to stop it. Each commit moves the
+    database on, so the controller cannot vouch for a cached answer without its revision query:
+    the path a status poll takes while anything else in the store runs."""
+    planted, exp_id = plant_store(planted_view(10, 1), data_dir)  # v009 seed 0 stays running
+    store = cast("Store", planted)
+    (trial,) = store.runnable_trials(exp_id)
+    stop = threading.Event()
+
+    def run() -> None:
+        step = 0
+        while not stop.wait(1 / hz):
+            step += 1
+            store.update_progress(trial.id, step, 10**9, {"loss": 1 / step})
+        store.close()
+
+    thread = threading.Thread(target=run, name="progress-writer", daemon=True)
+    thread.start()
+    return stop, thread
+
+
 def start_controller(data_dir: Path) -> tuple[Stack, int]:
     from service.settings import Settings
     from service.stack import Stack, free_port
@@ -252,6 +275,9 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2 variants x 2 seeds, 1 client, 0.3 s per cell, no "
                         "heavy format")
+    parser.add_argument("--progress-writes", type=float, default=0.0, metavar="HZ",
+                        help="meanwhile another experiment's running trial reports progress HZ "
+                        "times a second (a store that is not idle)")
     parser.add_argument("--json", type=Path, help="also write the cells here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -262,6 +288,7 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     with tempfile.TemporaryDirectory(prefix="ablate-load-") as tmp:
         data_dir = Path(tmp)
         exp_id, described = finished_store(data_dir, args.variants, args.seeds)
+        writer = progress_writer(data_dir, args.progress_writes) if args.progress_writes else None
         stack, port = start_controller(data_dir)
         try:
             paths = {"status": f"/experiments/{exp_id}",
@@ -275,6 +302,12 @@ def main(argv: list[str] | None = None) -> list[Cell]:
                      for name, path in paths.items() for n in clients]
         finally:
             stack.stop()
+            if writer is not None:
+                writer[0].set()
+                writer[1].join(10)
+    if args.progress_writes:
+        described += (f"; another experiment's trial reporting progress {args.progress_writes:g} "
+                      "times a second")
     print_report(cells, cold, f"{exp_id}: {described}", args.duration, load_before)
     if args.json:
         args.json.write_text(json.dumps([{**asdict(c), "rps": c.rps} for c in cells], indent=1))

@@ -8,6 +8,8 @@ computation answers, and a change of any trial must never be answered from the c
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -209,3 +211,29 @@ def test_concurrent_misses_compute_once():
     with pytest.raises(ValueError):
         cache.get_or_compute("k2", "r", refuse)
     assert cache.get("k2", "r") is None
+
+
+def test_a_known_revision_lasts_until_any_process_commits(tmp_path):
+    """``Revisions.known`` (what lets a status poll skip the query) on a SQLite file: the last
+    revision read until anyone commits, this process or another."""
+    db = tmp_path / "ablate.db"
+    store = Store(f"sqlite:///{db}")
+    try:
+        exp_id = plant_experiment(store)
+        assert store.revisions.known(exp_id) is None  # never read
+        read = store.revision(exp_id)
+        assert store.revisions.known(exp_id) == read
+        store.get_experiment(exp_id)  # reads commit nothing
+        assert store.revisions.known(exp_id) == read
+        running = _trial(store, exp_id, *UNFINISHED)
+        store.update_progress(running.id, 3, 20, {"loss": 2.0})  # another connection
+        assert store.revisions.known(exp_id) is None
+        read = store.revision(exp_id)
+        script = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("
+                  "'UPDATE trials SET step = 7 WHERE id = ?', (int(sys.argv[2]),)); c.commit()")
+        subprocess.run([sys.executable, "-c", script, str(db), str(running.id)], check=True,
+                       timeout=30)
+        assert store.revisions.known(exp_id) is None
+        assert store.revision(exp_id) != read
+    finally:
+        store.close()
