@@ -120,9 +120,10 @@ def expand(
     Limits are checked before any config is built, so a huge grid is rejected cheaply.
     """
     n_variants = count_variants(spec)
-    n_trials = n_variants * len(spec.seeds)
+    n_trials = n_variants * spec.max_seeds  # adaptive: as many as the last look could make
     where = "variants" if spec.design == "explicit" else "factors"
-    shape = f"{n_variants} variants x {len(spec.seeds)} seeds = {n_trials} trials"
+    most = "at most " if spec.adaptive else ""
+    shape = f"{n_variants} variants x {most}{spec.max_seeds} seeds = {n_trials} trials"
     if max_variants is not None and n_variants > max_variants:
         raise SpecError.one(
             where, f"the expansion would make {shape}; the limit is {max_variants} variants"
@@ -164,11 +165,11 @@ def expand(
             "baseline", f"{baseline!r} is not one of the variants: {', '.join(names)}"
         )
     if spec.budget.max_total_steps is not None:
-        total = sum(v.config.schedule.steps for v in variants) * len(spec.seeds)
+        total = sum(v.config.schedule.steps for v in variants) * spec.max_seeds
         if total > spec.budget.max_total_steps:
             raise SpecError.one(
                 "budget.max_total_steps",
                 f"the trials would take {total} steps in all; the budget allows "
                 f"{spec.budget.max_total_steps}",
             )
-    return Expansion(spec=spec, variants=variants, baseline=baseline, seeds=list(spec.seeds))
+    return Expansion(spec=spec, variants=variants, baseline=baseline, seeds=spec.first_seeds)

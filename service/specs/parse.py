@@ -114,4 +114,13 @@ def parse_spec(data: dict[str, Any] | str | bytes, *, as_json: bool = False) -> 
     try:
         return AblationSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(describe_validation_error(err)) from err
+        raise SpecError([_untagged(e) for e in describe_validation_error(err)]) from err
+
+
+def _untagged(error: dict[str, str]) -> dict[str, str]:
+    """``seeds.adaptive.max`` -> ``seeds.max``: the union's branch tag is not a field."""
+    field = error["field"]
+    for tag in ("seeds.adaptive", "seeds.fixed"):
+        if field == tag or field.startswith(tag + "."):
+            field = "seeds" + field[len(tag):]
+    return {**error, "field": field}

@@ -23,8 +23,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
+from service.specs.adaptive import AdaptiveSeeds, Stopping
 from service.specs.schema_rules import (
     EXAMPLE,
     LEVEL_VALUE_OR_SET,
@@ -51,14 +61,28 @@ MAX_LABEL = 200
 """Longest level label (its ``name``, else its value as text): each variant's name joins them."""
 
 _SEEDS_SCHEMA = {
-    "description": f"a count (seeds 0..count-1) or a list of distinct seeds in [0, {SEED_BOUND})",
+    "description": f"a count (seeds 0..count-1), a list of distinct seeds in [0, {SEED_BOUND}), "
+    "or adaptive seeds {initial, max, step}: as many seeds per comparison as it needs",
     "anyOf": [
         {"type": "integer", "minimum": 1, "maximum": MAX_SEEDS},
         {"type": "array", "minItems": 1, "maxItems": MAX_SEEDS, "uniqueItems": True,
          "items": {"type": "integer", "minimum": 0, "maximum": SEED_BOUND - 1}},
+        AdaptiveSeeds.model_json_schema(),
     ],
     "default": [0, 1, 2],
 }
+
+
+def _seeds_kind(value: Any) -> str:
+    return "adaptive" if isinstance(value, dict | AdaptiveSeeds) else "fixed"
+
+
+SeedsInput = Annotated[
+    Annotated[list[int], Tag("fixed")] | Annotated[AdaptiveSeeds, Tag("adaptive")],
+    Discriminator(_seeds_kind),
+]
+"""A seed list (a count becomes one first), or adaptive seeds: a mapping. One branch is
+validated, so an error names only what was meant."""
 
 
 class SpecError(ValueError):
@@ -103,6 +127,13 @@ class RunOptions(BaseModel):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
+    seeds: SeedsInput = Field(default_factory=lambda: [0, 1, 2])
+    stopping: Stopping | None = None
+    rerun: bool = False
+
+    @property
+    def adaptive(self) -> AdaptiveSeeds | None:
+        return self.seeds if isinstance(self.seeds, AdaptiveSeeds) else None
 
     def tracked_metrics(self) -> list[str]:
         """Primary first, then the reported ones, each once."""
@@ -239,9 +270,12 @@ class AblationSpec(_Strict):
     design: Design = "factorial"
     baseline: str | None = Field(default=None, description="variant compared against: one of "
                                  "the variants the design makes (default: the design's own)")
-    seeds: Annotated[list[int], WithJsonSchema(_SEEDS_SCHEMA)] = Field(
-        default_factory=lambda: [0, 1, 2], description="a list or a count"
+    seeds: Annotated[SeedsInput, WithJsonSchema(_SEEDS_SCHEMA)] = Field(
+        default_factory=lambda: [0, 1, 2], description="a list, a count, or adaptive seeds"
     )
+    stopping: Stopping | None = Field(
+        default=None, description="adaptive seeds only: when a comparison is decided "
+        "(default: alpha 0.05, O'Brien-Fleming spending, no futility margin)")
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(default=None, ge=1)
@@ -262,7 +296,9 @@ class AblationSpec(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _seeds_distinct(cls, seeds: list[int]) -> list[int]:
+    def _seeds_distinct(cls, seeds: list[int] | AdaptiveSeeds) -> list[int] | AdaptiveSeeds:
+        if isinstance(seeds, AdaptiveSeeds):
+            return seeds
         if not seeds:
             raise ValueError("at least one seed")
         for i, seed in enumerate(seeds):
@@ -292,6 +328,29 @@ class AblationSpec(_Strict):
                     f"{', '.join(RETRIEVAL_METRICS)}, final_loss or final_loss_<objective>"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _stopping_needs_adaptive_seeds(self) -> AblationSpec:
+        if self.stopping is not None and self.adaptive is None:
+            raise ValueError("stopping: only adaptive seeds ({initial, max, step}) stop early; "
+                             "a fixed seed list runs every seed")
+        return self
+
+    @property
+    def adaptive(self) -> AdaptiveSeeds | None:
+        return self.seeds if isinstance(self.seeds, AdaptiveSeeds) else None
+
+    @property
+    def first_seeds(self) -> list[int]:
+        """The seeds every arm runs first: all of them, or an adaptive design's initial ones."""
+        if isinstance(self.seeds, AdaptiveSeeds):
+            return list(range(self.seeds.initial))
+        return list(self.seeds)
+
+    @property
+    def max_seeds(self) -> int:
+        """The most seeds an arm may run: what the trial limits are checked against."""
+        return self.seeds.max if isinstance(self.seeds, AdaptiveSeeds) else len(self.seeds)
 
     @model_validator(mode="after")
     def _design_inputs(self) -> AblationSpec:

@@ -271,7 +271,9 @@ def test_openapi_documents_the_status_codes_and_rules(client):
     retry = schema["paths"]["/experiments/{exp_id}/retry"]["post"]
     assert {"409", "503"} <= set(retry["responses"])
     seeds = schema["components"]["schemas"]["AblationSpec"]["properties"]["seeds"]
-    count, listed = seeds["anyOf"]
+    count, listed, adaptive = seeds["anyOf"]
     assert count["maximum"] == 10_000 and listed["items"]["maximum"] == 2**31 - 1
+    assert adaptive["required"] == ["initial", "max"] and adaptive["properties"]["initial"][
+        "minimum"] == 2
     created = schema["components"]["schemas"]["ExperimentOut"]["properties"]["created_at"]
     assert created["format"] == "date-time"
