@@ -27,6 +27,7 @@ for a lock). That is what lets a status poll skip the thread pool (see ``service
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Any
@@ -76,19 +77,23 @@ class Revisions:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         path = engine.url.database if engine.dialect.name == "sqlite" else None
+        self._path = path if path and path != ":memory:" else None
         self._version: sqlite3.Connection | None = None
-        if path and path != ":memory:":  # timeout 0: a check never waits, it fails over
-            self._version = sqlite3.connect(path, timeout=0, isolation_level=None,
-                                            check_same_thread=False)
         self._lock = threading.Lock()
         self._known: dict[str, Revision] = {}
         self._known_at: int | None = None
 
     def _data_version(self) -> int | None:
-        if self._version is None:
+        if self._path is None:
             return None
         try:
             with self._lock:
+                if self._version is None:  # opened once the store has made the file
+                    if not os.path.exists(self._path):
+                        return None
+                    # timeout 0: a check never waits for a lock, it fails over to the query
+                    self._version = sqlite3.connect(self._path, timeout=0, isolation_level=None,
+                                                    check_same_thread=False)
                 return int(self._version.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
             return None
@@ -116,5 +121,7 @@ class Revisions:
             return self._known.get(exp_id) if version == self._known_at else None
 
     def close(self) -> None:
-        if self._version is not None:
-            self._version.close()
+        with self._lock:
+            if self._version is not None:
+                self._version.close()
+            self._path = self._version = None
