@@ -25,6 +25,7 @@ from pathlib import Path
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from service.finalize import finalize
+from service.looks import add_next_look
 from service.parent_runs import ParentRuns
 from service.secret_files import ray_auth_headers, write_job_secrets
 from service.settings import Settings
@@ -201,6 +202,9 @@ class Executor:
                 status = self.job_status(exp.job_submission_id)
                 if status is not None and not status.is_terminal():
                     return None
+            added = add_next_look(self.store, exp_id)  # adaptive seeds: a job lost between looks
+            if added:
+                return f"next look: {added} trials added, submitted as {self.submit(exp_id)}"
             return "finalized" if finalize(self.parent_runs, exp_id) else None
         except Exception as err:  # MLflow or Ray down: the next pass tries again
             log.warning("finalize %s: %s: %s", exp_id, type(err).__name__, err)

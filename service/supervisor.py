@@ -27,12 +27,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.looks import add_next_look
 from service.mlflow_names import mlflow_experiment_name, trial_tags
 from service.paths import check_config_paths
 from service.schedulable import wait_until_fits
 from service.settings import Settings
 from service.specs import RunOptions
-from service.store import ACTIVE_STATES, Store, TrialState
+from service.store import ACTIVE_STATES, ExperimentView, Store, TrialState
 from trainer.config import ConfigError, TrainConfig  # torch-free
 
 log = logging.getLogger("service.supervisor")
@@ -264,15 +265,65 @@ def _error_of(trial: Any) -> str:
     return "the worker process died"
 
 
-def supervise(exp_id: str, settings: Settings) -> int:
-    """Run every runnable trial of the experiment; returns a process exit code."""
+def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: Settings,
+             plan: dict[int, dict[str, Any]], name: str) -> None:
+    """One Ray Tune run over ``plan`` (after its warm starts); a trial Tune gave up on without
+    telling the callback is failed."""
     import ray
     from ray import tune
+
+    exp_ctx = {
+        "experiment_id": exp.id,
+        "mlflow_experiment_id": exp.mlflow_experiment_id,
+        "mlflow_experiment_name": mlflow_experiment_name(exp),
+        "mlflow_parent_run_id": exp.mlflow_parent_run_id,
+        "max_retries": settings.max_retries,
+        "metrics": options.tracked_metrics(),
+    }
+    cluster_cpus = ray.cluster_resources().get("CPU", options.resources.cpus)
+    arms_cpus = options.resources.cpus * (options.max_concurrent_trials or len(plan))
+    run_warm_starts(plan, settings, max(options.resources.cpus, min(arms_cpus, cluster_cpus)))
+    resources = {"cpu": options.resources.cpus, "gpu": options.resources.gpus}
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial_id": tune.grid_search(sorted(plan))},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=options.max_concurrent_trials,
+            # A worker runs trial after trial: torch and the trainer are imported once per
+            # worker, not once per trial. Each attempt records the PID it runs in, so a
+            # killed worker still fails (and retries) exactly the trial it was running.
+            reuse_actors=True,
+            trial_name_creator=lambda t: f"trial_{t.config['trial_id']}",
+            trial_dirname_creator=lambda t: f"trial_{t.config['trial_id']}",
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(settings.data_dir / "tune"),
+            failure_config=tune.FailureConfig(max_failures=settings.max_retries),
+            callbacks=[_make_callback()],
+            verbose=1,
+        ),
+    )
+    tuner.fit()
+    for t in store.runnable_trials(exp.id):  # Tune gave up on it without telling us
+        if t.id in plan and t.state in ACTIVE_STATES:
+            store.mark_failed(t.id, t.error or "the trial ended without a result")
+
+
+def supervise(exp_id: str, settings: Settings) -> int:
+    """Run every runnable trial of the experiment, and for adaptive seeds every look after
+    (``service.looks``: the store says which look it is at); returns a process exit code."""
+    import ray
 
     store = Store(settings.db_url, run_migrations=False)
     exp = store.get_experiment(exp_id)
     options = RunOptions.model_validate(exp.spec)
     plan = trial_plan(store, exp_id)
+    if not plan and options.adaptive and add_next_look(store, exp_id):
+        plan = trial_plan(store, exp_id)  # a lost job's successor, between two looks
     log.info("experiment %s: %d runnable trials", exp_id, len(plan))
     if plan:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
@@ -283,48 +334,16 @@ def supervise(exp_id: str, settings: Settings) -> int:
             for trial_id in plan:
                 store.mark_failed(trial_id, unfit)
             plan = {}
-    if plan:
-        exp_ctx = {
-            "experiment_id": exp_id,
-            "mlflow_experiment_id": exp.mlflow_experiment_id,
-            "mlflow_experiment_name": mlflow_experiment_name(exp),
-            "mlflow_parent_run_id": exp.mlflow_parent_run_id,
-            "max_retries": settings.max_retries,
-            "metrics": options.tracked_metrics(),
-        }
-        cluster_cpus = ray.cluster_resources().get("CPU", options.resources.cpus)
-        arms_cpus = options.resources.cpus * (options.max_concurrent_trials or len(plan))
-        run_warm_starts(plan, settings, max(options.resources.cpus,
-                                            min(arms_cpus, cluster_cpus)))
-        resources = {"cpu": options.resources.cpus, "gpu": options.resources.gpus}
-        trainable = tune.with_resources(
-            tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources
-        )
+    round_ = 0
+    while plan:
         sid = exp.job_submission_id or exp_id
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial_id": tune.grid_search(sorted(plan))},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=options.max_concurrent_trials,
-                # A worker runs trial after trial: torch and the trainer are imported once per
-                # worker, not once per trial. Each attempt records the PID it runs in, so a
-                # killed worker still fails (and retries) exactly the trial it was running.
-                reuse_actors=True,
-                trial_name_creator=lambda t: f"trial_{t.config['trial_id']}",
-                trial_dirname_creator=lambda t: f"trial_{t.config['trial_id']}",
-            ),
-            run_config=tune.RunConfig(
-                name=sid,
-                storage_path=str(settings.data_dir / "tune"),
-                failure_config=tune.FailureConfig(max_failures=settings.max_retries),
-                callbacks=[_make_callback()],
-                verbose=1,
-            ),
-        )
-        tuner.fit()
-        for t in store.runnable_trials(exp_id):  # Tune gave up on it without telling us
-            if t.id in plan and t.state in ACTIVE_STATES:
-                store.mark_failed(t.id, t.error or "the trial ended without a result")
+        run_tune(store, exp, options, settings, plan, sid if round_ == 0 else f"{sid}-{round_}")
+        added = add_next_look(store, exp_id) if options.adaptive else 0
+        if not added:
+            break
+        log.info("experiment %s: %d trials added for the next look", exp_id, added)
+        plan = trial_plan(store, exp_id)
+        round_ += 1
     exp = store.get_experiment(exp_id)
     if not any(t.state in ACTIVE_STATES for t in exp.trials):
         from service.finalize import finalize  # imports MLflow: only now

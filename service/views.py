@@ -15,6 +15,7 @@ from typing import Literal
 
 from service import analysis as an
 from service import report
+from service.looks import sequential_section
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ExperimentView as StoredExperiment
@@ -121,8 +122,10 @@ def analyze_experiment(exp: StoredExperiment, query: CompareQuery,
         raise QueryError("baseline", f"{query.baseline!r} is not a variant of this experiment; "
                          f"expected one of {[v.name for v in view.variants]}")
     try:
-        return an.analyze(view, baseline=query.baseline, alpha=query.alpha,
-                          correction=query.correction, ci_method=query.ci)
+        result = an.analyze(view, baseline=query.baseline, alpha=query.alpha,
+                            correction=query.correction, ci_method=query.ci)
+        result.sequential = sequential_section(exp)
+        return result
     except an.AnalysisError as err:
         field = _QUERY_FIELD.get(err.field)
         if field is None:  # not about an option the client chose: a bug, let it surface

@@ -2,9 +2,10 @@
 and the processes that must start without PyTorch, checked in fresh interpreters.
 
 Rules: the trainer never imports the service; HTTP lives in ``service.api`` (uvicorn also in
-``service.processes``, which serves it in a thread); SQL in ``service.store`` and the migrations; Ray's client in
-``service.execution`` and ``service.supervisor``; ``service.analysis`` is pure (numbers in,
-numbers out); no import circle between modules of the project; no module over 400 lines.
+``service.processes``, which serves it in a thread); SQL in ``service.store`` and the
+migrations; Ray's client in ``service.execution`` and ``service.supervisor``;
+``service.analysis`` is pure (numbers in, numbers out); no import circle between modules of
+the project; no module over 400 lines.
 """
 
 from __future__ import annotations

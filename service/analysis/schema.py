@@ -170,6 +170,47 @@ class FactorEffect(BaseModel):
     note: str | None = None
 
 
+class SequentialLook(BaseModel):
+    seeds: int
+    delta: float
+    se: float
+    t: float
+    bound: float
+
+
+class SequentialComparison(BaseModel):
+    """An adaptive experiment's comparison (variant - baseline, primary metric, paired by
+    seed): its decision under the group-sequential procedure and why."""
+
+    variant: str
+    decision: Literal["better", "worse", "no_effect", "continue", "undecided"]
+    reason: str
+    seeds: int
+    looks_taken: int
+    level: float
+    """Holm's level the comparison was last tested at (alpha / comparisons not yet shown)."""
+    spending: str
+    bound: float
+    """|t| at or past this decides, at the last look taken."""
+    interval: tuple[float | None, float | None]
+    """Repeated confidence interval: valid however many looks were taken."""
+    seeds_needed: int | None = None
+    """Not decided: seeds a fixed paired design needs for 80% power at the observed effect."""
+    looks: list[SequentialLook] = Field(default_factory=list)
+
+
+class Sequential(BaseModel):
+    initial: int
+    max: int
+    step: int
+    alpha: float
+    spending: str
+    min_effect: float | None
+    planned_looks: list[int]
+    looks_taken: int
+    comparisons: list[SequentialComparison] = Field(default_factory=list)
+
+
 class Analysis(BaseModel):
     """Result of ``analyze``; JSON-serialisable via ``model_dump(mode="json")``."""
 
@@ -191,6 +232,9 @@ class Analysis(BaseModel):
     best: dict[str, list[str]] = Field(default_factory=dict)  # metric -> best variant(s)
     factor_effects: list[FactorEffect] = Field(default_factory=list)
     curves: list[Curve] = Field(default_factory=list)  # primary metric only
+    sequential: Sequential | None = None
+    """Adaptive seeds only: the decisions of the group-sequential procedure, the verdicts that
+    hold under optional stopping (the fixed-design p values above do not)."""
     notes: list[str] = Field(default_factory=list)
 
     def variant(self, name: str) -> VariantResult:
