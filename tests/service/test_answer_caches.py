@@ -22,7 +22,7 @@ from service.api import create_app
 from service.api.models import ExperimentOut, experiment_out
 from service.revision_cache import RevisionCache
 from service.settings import Settings
-from service.store import NotFound, Store, TrialState
+from service.store import NewTrial, NotFound, Store, TrialState
 from service.views import CompareQuery
 from tests.service.test_compare_api import MLFLOW_UI, ONE_SEED, UNFINISHED, plant_experiment
 
@@ -152,6 +152,7 @@ def test_every_write_changes_the_revision_and_reads_do_not(store):
         lambda: store.retry_failed(exp_id),
         lambda: store.fail_active(exp_id, "lost"),
         lambda: store.mark_finalized(exp_id),
+        lambda: store.add_trials(exp_id, {"ITC=off,HN=off": [NewTrial(seed=99, trial_key="k99")]}),
     ]
     seen = [store.revision(exp_id)]
     for write in writes:
