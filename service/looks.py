@@ -91,6 +91,8 @@ def look_state(exp: ExperimentView) -> LookState | None:
         except ValueError:  # a comparison active at look k lacks its seeds: look k not taken
             break
         taken = k
+        if all(r.decision != "continue" for r in results.values()):
+            break  # nothing is looked at after the last comparison is decided
     if taken == 0:
         return LookState(0, {}, {}, planned)
     with_seeds_needed(results)

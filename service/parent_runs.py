@@ -89,7 +89,7 @@ class ParentRuns:
             return
         run = self.client.get_run(exp.mlflow_parent_run_id)
         if run.info.status == "RUNNING":
-            ok = exp.status == "finished"
+            ok = exp.trials_status == "finished"
             self.client.set_terminated(
                 exp.mlflow_parent_run_id,
                 status=RunStatus.to_string(RunStatus.FINISHED if ok else RunStatus.FAILED),

@@ -104,8 +104,19 @@ class ExperimentView(BaseModel):
         return out
 
     @property
-    def status(self) -> str:
+    def trials_status(self) -> str:
+        """The status the trials' states alone give (what the end step records)."""
         return experiment_status((t.state for t in self.trials), self.cancelled_at is not None)
+
+    @property
+    def status(self) -> str:
+        """From the trials' states; an adaptive experiment whose trials are all done is still
+        running until its end step (finalize) has run: a next look may be about to add seeds."""
+        status = self.trials_status
+        adaptive = isinstance(self.spec.get("seeds"), dict)
+        if status == "finished" and adaptive and self.finalized_at is None:
+            return "running"
+        return status
 
     @property
     def progress(self) -> float:
