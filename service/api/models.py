@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel
 
 from service.mlflow_names import experiment_url
+from service.power_plan import PowerPlan
 from service.settings import Settings
 from service.store import ExperimentView, NewVariant, TrialView
 from service.submit import Plan, Submission
@@ -55,6 +56,8 @@ class DryRunOut(BaseModel):
     seeds: list[int]
     variants: list[PlannedVariantOut]
     trials: int
+    power: PowerPlan | None = None
+    """With ``delta`` and ``sd`` or ``prior``: the seeds per arm that detect ``delta``."""
 
 
 class CreatedOut(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -32,6 +33,7 @@ from service.api.models import (
 )
 from service.api.responses import UNAUTHORIZED, Responses, errors
 from service.execution import Executor, RayUnavailable, Reconciler
+from service.power_plan import PowerError, PowerPlan, plan_power
 from service.settings import Settings
 from service.specs import SpecError
 from service.store import NotFound, Store
@@ -77,6 +79,16 @@ async def create_experiment(
     executor: ExecutorDep,
     reconciler: ReconcilerDep,
     dry_run: Annotated[bool, Query(description="expand and validate only; run nothing")] = False,
+    delta: Annotated[float | None, Query(
+        gt=0, description="dry run: the difference (primary metric's units) to detect; the "
+        "answer says how many seeds per arm detect it (with sd or prior)")] = None,
+    sd: Annotated[float | None, Query(
+        gt=0, description="dry run: the spread of a variant - baseline difference across "
+        "seeds")] = None,
+    prior: Annotated[str | None, Query(
+        min_length=1, max_length=100, description="dry run: an earlier experiment whose "
+        "paired differences give the spread")] = None,
+    power: Annotated[float, Query(gt=0, lt=1, description="dry run: the power wanted")] = 0.8,
     idempotency_key: Annotated[str | None, Header(
         alias=KEY_HEADER, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
         description="any unique printable-ASCII string (say a UUID): a POST repeated with the "
@@ -87,18 +99,26 @@ async def create_experiment(
     body = await request.body()  # bounded by BodyLimit
     as_json = is_json(request.headers.get("content-type"))
     # parsing, expansion, SQL and the job submission block: keep them off the event loop
+    if not dry_run and (delta is not None or sd is not None or prior is not None):
+        raise error(422, "delta" if delta is not None else "sd" if sd is not None else "prior",
+                    "power planning answers a dry run only (dry_run=true)")
+    wanted = None if delta is None else PowerQuery(delta, sd, prior, power)
     return await run_in_threadpool(_create, body, as_json, dry_run, idempotency_key, settings,
-                                   store, executor, reconciler)
+                                   store, executor, reconciler, wanted)
 
 
 def _create(body: bytes, as_json: bool, dry_run: bool, key: str | None, settings: Settings,
-            store: Store, executor: Executor, reconciler: Reconciler | None) -> Any:
+            store: Store, executor: Executor, reconciler: Reconciler | None,
+            wanted: PowerQuery | None = None) -> Any:
     try:
         planned = submit.plan(body, settings, as_json=as_json)
     except SpecError as err:
         return JSONResponse({"detail": err.errors}, status_code=422)
     if dry_run:
-        return JSONResponse(dry_run_out(planned).model_dump(mode="json"), status_code=200)
+        out = dry_run_out(planned)
+        if wanted is not None:
+            out.power = _power(planned, store, wanted)
+        return JSONResponse(out.model_dump(mode="json"), status_code=200)
     try:
         done = submit.submit(planned, store, executor, reconciler, idempotency_key=key)
     except submit.KeyReused as err:
@@ -107,6 +127,28 @@ def _create(body: bytes, as_json: bool, dry_run: bool, key: str | None, settings
         return JSONResponse(created_out(done).model_dump(mode="json"), status_code=200,
                             headers={REPLAYED_HEADER: "true"})
     return created_out(done)
+
+
+@dataclass(frozen=True)
+class PowerQuery:
+    delta: float
+    sd: float | None
+    prior: str | None
+    power: float
+
+
+def _power(planned: submit.Plan, store: Store, wanted: PowerQuery) -> PowerPlan:
+    prior = None
+    if wanted.prior is not None:
+        try:
+            prior = store.get_experiment(wanted.prior)
+        except NotFound:
+            raise error(422, "prior", f"no experiment {wanted.prior!r}") from None
+    try:
+        return plan_power(planned.spec, len(planned.variants), wanted.delta, wanted.sd, prior,
+                          wanted.power)
+    except PowerError as err:
+        raise error(422, err.field, err.reason) from None
 
 
 @router.get("")
