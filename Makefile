@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 # Every other package at the version the suite last passed with; `make lock` regenerates it.
 LOCK    := requirements/constraints.txt
 
-.PHONY: install lock demo test test-fast lint bench reproduce serve clean
+.PHONY: install lock demo test test-e2e test-all lint bench reproduce serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,12 +25,15 @@ lock:  # UPGRADE="pkg ..." (or all) lifts those pins; everything else stays as l
 demo: install
 	$(BIN)/ablate demo
 
-test: install
+test: install  # everything but the end-to-end suite (~9 min on 2 cores)
 	bash scripts/test-setup.sh
-	$(BIN)/python -m pytest -q -ra --durations=15
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not slow"
 
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+test-e2e: install  # the real stack end to end: Ray Jobs + Tune, MLflow, uvicorn (~12 min)
+	bash scripts/test-setup.sh
+	$(BIN)/python -m pytest -q -ra --durations=10 -m slow
+
+test-all: test test-e2e
 
 lint: install  # ruff, then mypy over trainer/ and service/ ([tool.mypy] in pyproject.toml)
 	$(BIN)/ruff check trainer service tests bench
