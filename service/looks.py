@@ -24,7 +24,7 @@ from service.analysis.schema import (
 )
 from service.analysis.sequential import SequentialResult, decide, with_seeds_needed
 from service.specs import RunOptions
-from service.specs.adaptive import Stopping
+from service.specs.adaptive import AdaptiveSeeds, Stopping
 from service.states import RESULT_STATES
 from service.store import ExperimentView, NewTrial, Store
 from trainer.config import TrainConfig  # torch-free
@@ -41,6 +41,8 @@ class LookState:
     """Variant -> seeds the next look adds (empty when every comparison is decided, the last
     look is taken, or a trial of the current look did not produce a result)."""
     planned_looks: tuple[int, ...]
+    adaptive: AdaptiveSeeds
+    stopping: Stopping
 
 
 def results_by_seed(exp: ExperimentView, metric: str) -> dict[str, dict[int, float]]:
@@ -94,7 +96,7 @@ def look_state(exp: ExperimentView) -> LookState | None:
         if all(r.decision != "continue" for r in results.values()):
             break  # nothing is looked at after the last comparison is decided
     if taken == 0:
-        return LookState(0, {}, {}, planned)
+        return LookState(0, {}, {}, planned, adaptive, stopping)
     with_seeds_needed(results)
     going_on = [name for name, r in results.items() if r.decision == "continue"]
     next_seeds: dict[str, list[int]] = {}
@@ -104,7 +106,7 @@ def look_state(exp: ExperimentView) -> LookState | None:
             missing = [s for s in range(planned[taken]) if s not in have[arm]]
             if missing:
                 next_seeds[arm] = missing
-    return LookState(taken, results, next_seeds, planned)
+    return LookState(taken, results, next_seeds, planned, adaptive, stopping)
 
 
 def _current_look_complete(exp: ExperimentView, arms: list[str]) -> bool:
@@ -135,10 +137,7 @@ def sequential_section(exp: ExperimentView) -> Sequential | None:
     state = look_state(exp)
     if state is None:
         return None
-    options = RunOptions.model_validate(exp.spec)
-    adaptive = options.adaptive
-    assert adaptive is not None
-    stopping = options.stopping or Stopping()
+    adaptive, stopping = state.adaptive, state.stopping
     comparisons = []
     for name in [v.name for v in exp.variants if v.name in state.results]:
         r = state.results[name]

@@ -7,8 +7,8 @@ stop). If the owner dies first (SIGKILL, the OOM killer), it does what ``Stack.s
 have: SIGTERM to each group, a short grace, SIGKILL, then every process still naming the Ray
 temp dir, so no MLflow server or Ray head outlives ``ablate serve``.
 
-Run as ``python -m service.reaper --parent PID --parent-started T --state FILE``; it imports
-nothing of the service beyond the standard library and psutil, so it starts fast.
+Run as ``python -m service.reaper --parent PID --parent-started T --state FILE``; of the service
+it imports only ``service.processes`` (psutil, httpx), so it starts fast.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import psutil
 
+from service.processes import processes_mentioning
+
 POLL_S = 0.25
 GRACE_S = 2.0
 
@@ -37,18 +39,6 @@ def owner_alive(pid: int, started: float) -> bool:
         return False
 
 
-def mentioning(text: str) -> list[psutil.Process]:
-    """Our user's processes whose command line names ``text`` (the Ray temp dir)."""
-    me, found = os.getuid(), []
-    for p in psutil.process_iter(["pid", "uids", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if p.info["uids"] and p.info["uids"].real != me or p.pid == os.getpid():
-                continue
-            if any(text in arg for arg in (p.info["cmdline"] or [])):
-                found.append(p)
-    return found
-
-
 def reap(state: dict[str, object]) -> None:
     """Stop the groups and the Ray processes the state names: TERM, grace, KILL."""
     groups = [int(g) for g in state.get("groups") or []]  # type: ignore[attr-defined]
@@ -58,9 +48,9 @@ def reap(state: dict[str, object]) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signum)
         if isinstance(temp_dir, str):
-            for proc in mentioning(temp_dir):
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(signum)
+            for pid in processes_mentioning(temp_dir):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
         if signum == signal.SIGTERM:
             time.sleep(GRACE_S)
     if isinstance(temp_dir, str) and state.get("own_temp_dir"):

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from service.analysis.pairwise import holm
-from service.analysis.sequential import DECIDED, Schedule, StoppingRule, decide
+from service.analysis.sequential import Schedule, StoppingRule, decide
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def adaptive(diffs: dict[str, np.ndarray], schedule: Schedule, rule: StoppingRul
     looks = schedule.looks()
     for k in range(1, len(looks) + 1):
         results = decide(diffs, schedule, rule, k)
-        if all(r.decision in DECIDED or r.decision == "undecided" for r in results.values()):
+        if all(r.decision != "continue" for r in results.values()):
             break
     seeds = {name: r.seeds for name, r in results.items()}
     baseline = max(seeds.values())
