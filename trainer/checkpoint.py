@@ -1,20 +1,22 @@
 """Complete, atomic checkpoints: a run killed at any moment resumes to the same numbers.
 
 The file holds weights, EMA copies and queues (all in the module's state dict), optimizer and
-scheduler state, every RNG state and the data position. It is written to a temporary file,
-fsynced and renamed over the old one, so a crash mid-write leaves the previous checkpoint intact.
+scheduler state, every RNG state and the data position. It lives in a folder or under an
+``s3://`` prefix (``trainer.storage``: any node can resume any trial) and is written atomically
+there (locally: temporary file, fsync, rename), so a crash mid-write leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from trainer import storage
+from trainer.storage import Location
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -38,29 +40,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(payload: dict[str, Any], directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def save_atomic(payload: dict[str, Any], directory: Location) -> Location:
+    target = storage.join(directory, CHECKPOINT_NAME)
+    storage.write_atomic(target, lambda f: torch.save(payload, f))
     return target
 
 
-def load_latest(directory: Path) -> dict[str, Any] | None:
-    path = directory / CHECKPOINT_NAME
-    if not path.exists():
+def load_latest(directory: Location) -> dict[str, Any] | None:
+    path = storage.join(directory, CHECKPOINT_NAME)
+    if not storage.exists(path):
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    with storage.open_read(path) as f:
+        return torch.load(f, map_location="cpu", weights_only=False)

@@ -70,7 +70,7 @@ def run_trial(
     try:
         run.log_json("config.json", config.model_dump(mode="json"))
         outcome = train(
-            config, seed, checkpoint_dir=Path(checkpoint_dir), logger=run, progress=progress
+            config, seed, checkpoint_dir=checkpoint_dir, logger=run, progress=progress
         )
         run.set_tags({"protocol": outcome.protocol})
         run.log_json(
