@@ -4,7 +4,8 @@ One machine needs no configuration at all: the defaults point at the embedded st
 ``ablate serve`` starts (SQLite under the data dir, MLflow on :5000, Ray's dashboard on :8265).
 A cluster deployment changes URLs only: a PostgreSQL ``db_url``
 (``postgresql+psycopg://user@host:port/db``, psycopg 3), a remote MLflow server, a Ray cluster's
-dashboard address.
+dashboard address, and a ``storage_uri`` every node reaches (``s3://bucket/prefix`` or a shared
+mount) so a trial retried on another node resumes from its checkpoint.
 
 Secrets (``auth_token``, ``db_url``, which may carry a password) never travel in a Ray job's
 runtime env: Ray shows it to anyone who reaches its dashboard. The job gets the path of a private
@@ -27,6 +28,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from trainer import storage  # torch-free
 
 SECRETS_FILE_ENV = "ABLATE_SECRETS_FILE"
 JOB_SECRETS = ("db_url",)
@@ -84,6 +87,15 @@ class Settings(BaseSettings):
         "data_dir (JSON list); every path a spec names must resolve under one of them",
     )
     db_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in data_dir")
+    storage_uri: str = Field(
+        default="", description="where trial checkpoints (and, when set, warm starts) live, "
+        "so any node resumes any trial: a path every node mounts or s3://bucket/prefix; "
+        "default data_dir. Credentials: each node's AWS_* variables, never this URI",
+    )
+    storage_endpoint_url: str = Field(
+        default="", description="an S3-compatible server for s3:// storage (MinIO, Ceph, "
+        "...), e.g. http://minio:9000; default AWS S3",
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, description="controller (REST API) port")
@@ -164,6 +176,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
+        if self.storage_uri:
+            self.storage_uri = storage.check_uri(self.storage_uri)
+            if not storage.is_remote(self.storage_uri):
+                self.storage_uri = str(Path(self.storage_uri).expanduser().resolve())
+        if "@" in self.storage_endpoint_url:
+            raise ValueError("storage_endpoint_url: no credentials in the URL; use AWS_*")
         if not self.db_url:
             self.db_url = f"sqlite:///{self.data_dir / 'ablate.db'}"
         # The embedded stack keeps MLflow and Ray's dashboard on loopback whatever ``host`` is.
@@ -179,8 +197,12 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def checkpoint_root(self) -> Path:
-        return self.data_dir / "checkpoints"
+    def checkpoint_root(self) -> storage.Location:
+        return storage.join(self.storage_uri or self.data_dir, "checkpoints")
+
+    def checkpoint_dir(self, experiment_id: str, trial_key: str) -> storage.Location:
+        """A trial's checkpoint folder (or S3 prefix): the same from every node."""
+        return storage.join(self.checkpoint_root, experiment_id, trial_key)
 
     def check_exposure(self) -> None:
         """Refuse to serve beyond loopback without a token unless explicitly allowed."""

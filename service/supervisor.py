@@ -135,7 +135,7 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
             store.mark_failed(trial_id, "; ".join(f"{r.field}: {r.reason}" for r in refusals))
             return {"failed": 1.0}
         pin_threads_to_assigned_cpus(config)
-        ckpt = settings.checkpoint_root / exp_ctx["experiment_id"] / trial["trial_key"]
+        ckpt = settings.checkpoint_dir(exp_ctx["experiment_id"], trial["trial_key"])
         report = throttled(
             lambda p: store.update_progress(trial_id, p.step, p.total_steps, p.metrics),
             PROGRESS_EVERY_S,

@@ -15,12 +15,14 @@ after a failure (by ``with`` or its destructor), completes the upload with what 
 against moto: a 24 MiB half-written stream became the object). So the bytes are streamed to a
 temporary key beside the target, and only a fully written one is copied over the target server
 side (CopyObject replaces an object in one step: readers get the old bytes or the new, never a
-mix); the temporary key is deleted either way. S3's CopyObject takes objects up to 5 GB, well
+mix); the temporary key is deleted either way (pyarrow then leaves an empty ``folder/`` marker
+object, as it does for any deleted key). S3's CopyObject takes objects up to 5 GB, well
 above a ``base`` trial's checkpoint.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -108,22 +110,13 @@ def write_bytes(loc: Location, data: bytes, mode: int = 0o600) -> None:
 
 @contextmanager
 def open_read(loc: Location) -> Iterator[IO[bytes]]:
-    """A seekable local file holding ``loc``'s bytes (``torch.load`` seeks; ranged GETs per
-    small read would be slow, so an object is downloaded once into a temporary file).
-    FileNotFoundError when there is none."""
+    """A seekable file holding ``loc``'s bytes (``torch.load`` seeks). FileNotFoundError when
+    there is none."""
     if not is_remote(loc):
         with open(loc, "rb") as fh:
             yield fh
         return
-    fs, key = _s3(loc)
-    if not exists(loc):
-        raise FileNotFoundError(loc)
-    with tempfile.TemporaryFile() as tmp:
-        with fs.open_input_stream(key) as src:
-            while chunk := src.read(CHUNK):
-                tmp.write(chunk)
-        tmp.seek(0)
-        yield tmp
+    yield io.BytesIO(_read_s3(loc))
 
 
 def read_bytes(loc: Location) -> bytes:
@@ -139,6 +132,26 @@ def delete(loc: Location) -> None:
     if exists(loc):
         fs, key = _s3(loc)
         fs.delete_file(key)
+
+
+def _read_s3(loc: Location, attempts: int = 5) -> bytes:
+    """The whole object from one GET. pyarrow's streams read an object in ranged GETs, and a
+    writer replacing it between two of them would hand us a mix of two checkpoints (seen
+    against moto); one request returns one version. A HEAD before and after catches the object
+    changing size (or time) between the HEAD that sized the GET and the GET itself."""
+    import pyarrow.fs as pafs
+
+    fs, key = _s3(loc)
+    for _ in range(attempts):
+        before = fs.get_file_info(key)
+        if before.type != pafs.FileType.File:
+            raise FileNotFoundError(loc)
+        with fs.open_input_file(key) as src:
+            data = bytes(src.read(before.size))
+        after = fs.get_file_info(key)
+        if len(data) == before.size == after.size and before.mtime == after.mtime:
+            return data
+    raise OSError(f"{loc} kept changing while it was read ({attempts} attempts)")
 
 
 def _write_s3(loc: Location, write: Callable[[IO[bytes]], object]) -> None:
@@ -168,9 +181,10 @@ def _filesystem(endpoint: str) -> Any:
     import pyarrow.fs as pafs
 
     if not endpoint:
-        return pafs.S3FileSystem()
+        return pafs.S3FileSystem(check_directory_existence_before_creation=True)
     parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-    return pafs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme)
+    return pafs.S3FileSystem(endpoint_override=parts.netloc, scheme=parts.scheme,
+                             check_directory_existence_before_creation=True)
 
 
 def copy_to_local(loc: Location, dest: Path) -> Path:

@@ -14,6 +14,14 @@ ablation starts from the same pretrained weights. Only what the stage trained is
 parameters that received a gradient); fusion layers and projections keep the trial's own
 random init. With a tracking URI the computation is logged as its own MLflow run, weights
 attached, found again by its key so a retry never makes a second run.
+
+With ``ABLATE_STORAGE_URI`` set (the service's shared storage) the file lives there instead,
+under ``warm_start/<key>.pt``, so every node loads the same one. The lock is then a file lock
+on the node's local cache: it makes the computation once per node, not once per cluster. Two
+nodes missing it at the same time both compute it; that is acceptable because the stage is
+deterministic and content-addressed (same key: same data, recipe, seed and code, so the same
+tensors), each write is atomic (``trainer.storage``) and a reader gets one whole file or the
+other. At worst one node's work is wasted, and each logs its own MLflow run for the key.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,10 +45,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import get_cosine_schedule_with_warmup
 
+from trainer import storage
 from trainer.config import ConfigError, TrainConfig
 from trainer.data import Benchmark, load_benchmark, patch_labels
 from trainer.data.benchmark import cache_dir
-from trainer.data.cache import atomic_write
 from trainer.keys import code_fingerprint
 from trainer.model.build import build_model
 from trainer.model.forward import VocabInfo
@@ -66,7 +76,7 @@ def vocab_info(bench: Benchmark) -> VocabInfo:
 @dataclass
 class WarmStart:
     key: str
-    path: Path
+    path: storage.Location
     state: dict[str, Tensor]
     """Only the parameters the stage trained, by their name in the model."""
     summary: dict[str, Any]
@@ -91,7 +101,17 @@ def warm_start_key(cfg: TrainConfig) -> str:
 
 
 def warm_start_path(cfg: TrainConfig) -> Path:
+    """The warm start's file in the local cache (beside the data)."""
     return cache_dir(cfg.data) / "warm_start" / f"{warm_start_key(cfg)}.pt"
+
+
+def warm_start_location(cfg: TrainConfig) -> storage.Location:
+    """Where the warm start is read and written: under ``$ABLATE_STORAGE_URI`` when set (every
+    node sees it), else the local cache."""
+    root = os.environ.get(storage.STORAGE_URI_ENV)
+    if not root:
+        return warm_start_path(cfg)
+    return storage.join(storage.check_uri(root), "warm_start", f"{warm_start_key(cfg)}.pt")
 
 
 def check_supported(cfg: TrainConfig) -> None:
@@ -114,14 +134,15 @@ def ensure_warm_start(
     """The warm start for ``cfg``: read from the cache, or computed once (other processes
     asking for the same key wait on the lock, then read the file)."""
     check_supported(cfg)
-    path = warm_start_path(cfg)
-    key = path.stem
-    if not path.exists():
-        with _locked(path.with_suffix(".lock")):
-            if not path.exists():
-                _compute_and_store(cfg, bench or load_benchmark(cfg.data), path, tracking_uri)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return WarmStart(key, path, blob["state"], json.loads(blob["summary"]))
+    loc = warm_start_location(cfg)
+    key = warm_start_key(cfg)
+    if not storage.exists(loc):
+        with _locked(warm_start_path(cfg).with_suffix(".lock")):  # this node's processes
+            if not storage.exists(loc):
+                _compute_and_store(cfg, bench or load_benchmark(cfg.data), loc, key, tracking_uri)
+    with storage.open_read(loc) as fh:
+        blob = torch.load(fh, map_location="cpu", weights_only=True)
+    return WarmStart(key, loc, blob["state"], json.loads(blob["summary"]))
 
 
 def load_into(model: nn.Module, warm: WarmStart) -> None:
@@ -146,19 +167,24 @@ def _locked(lock_path: Path) -> Iterator[None]:
 
 
 def _compute_and_store(
-    cfg: TrainConfig, bench: Benchmark, path: Path, tracking_uri: str | None
+    cfg: TrainConfig, bench: Benchmark, loc: storage.Location, key: str,
+    tracking_uri: str | None,
 ) -> None:
-    run = _open_run(cfg, path.stem, tracking_uri) if tracking_uri else None
+    run = _open_run(cfg, key, tracking_uri) if tracking_uri else None
     ok = False
     try:
         with torch.random.fork_rng(devices=[]):
             state, summary = train_warm_start(cfg, bench, logger=run)
         buffer = io.BytesIO()
         torch.save({"state": state, "summary": json.dumps(summary)}, buffer)
-        atomic_write(path, lambda fh: fh.write(buffer.getvalue()))
+        storage.write_bytes(loc, buffer.getvalue(), mode=0o644)  # cache files are shared
         if run is not None:
             run.log_json("warm_start_summary.json", summary)
-            run.log_artifact(path)
+            if storage.is_remote(loc):
+                with tempfile.TemporaryDirectory() as tmp:
+                    run.log_artifact(storage.copy_to_local(loc, Path(tmp) / f"{key}.pt"))
+            else:
+                run.log_artifact(Path(loc))
         ok = True
     finally:
         if run is not None:
