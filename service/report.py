@@ -16,7 +16,7 @@ from collections.abc import Callable
 from service import report_figures
 from service.analysis import Analysis
 from service.report_figures import render_summary_png
-from service.report_sequential import sequential_caption, sequential_table
+from service.report_sequential import cost_table, sequential_caption, sequential_table
 from service.report_table import Table, TCell, build_factor_table, build_table
 
 __all__ = ["FORMATS", "MEDIA_TYPES", "render", "render_figures"]
@@ -155,6 +155,10 @@ def to_markdown(a: Analysis) -> str:
         lines += [f"- {n}" for n in factor.footnotes]
     if a.sequential is not None:
         lines += ["", f"#### {sequential_caption(a)}", "", *_md_table(sequential_table(a))]
+    if a.cost:
+        cost = cost_table(a)
+        lines += ["", f"#### {cost.caption}", "", *_md_table(cost), ""]
+        lines += [f"- {n}" for n in cost.footnotes]
     if a.notes:
         lines += ["", "**Statistical notes**", ""] + [f"- {n}" for n in a.notes]
     return "\n".join(lines) + "\n"
@@ -306,6 +310,8 @@ def to_html(a: Analysis) -> str:
     if a.sequential is not None:
         parts += [f"<h2>{html.escape(sequential_caption(a))}</h2>",
                   *_html_table(sequential_table(a), "sequential")]
+    if a.cost:
+        parts += ["<h2>Cost per trial</h2>", *_html_table(cost_table(a), "cost")]
     parts.append("<h2>Figures</h2>")
     for name, png in render_figures(a).items():
         data = base64.b64encode(png).decode("ascii")

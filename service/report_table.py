@@ -185,12 +185,17 @@ def footnotes(a: Analysis, rows: list[list[TCell]]) -> list[str]:
         ci = f"± half-width of the {level} t confidence interval"
     notes = [
         f"Mean over {n_text}; {ci}. Bold: best per metric (↑ higher / ↓ lower is better).",
-        f"Δ = variant − {a.baseline} [{level} CI]; paired t-test when seeds match, else Welch; "
+        f"Δ = variant − {a.baseline} [{level} CI]; paired t-test when seeds match and their "
+        "trials shared data order, initial weights and random streams, else Welch; "
         f"p corrected with {a.correction} across variants per metric; "
         f"verdict at α = {a.alpha:g} on corrected p.",
     ]
     if a.design == "add_one_in":
         notes.append("Δ prev: each row vs the row above (own correction family).")
+    for v in a.variants:
+        cmp = v.vs_baseline.get(a.primary_metric)
+        if cmp is not None and cmp.pairing and cmp.pairing.startswith("broken"):
+            notes.append(f"{v.name} vs {cmp.reference}: pairing {cmp.pairing}.")
     marks = "".join(c.mark for row in rows for c in row)
     if DAGGER in marks:
         notes.append(f"{DAGGER} single seed: no interval possible.")

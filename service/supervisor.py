@@ -165,7 +165,8 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
             store.mark_retrying(trial_id, msg)
             raise
         store.mark_finished(
-            trial_id, metrics=result.metrics, mlflow_run_id=result.mlflow_run_id,
+            trial_id, metrics={**result.metrics, **result.cost}, fingerprints=result.fingerprints,
+            mlflow_run_id=result.mlflow_run_id,
             mlflow_experiment_id=exp_ctx["mlflow_experiment_id"], steps=result.steps,
             history=curves_to_store(result.history, exp_ctx.get("metrics", [])),
         )

@@ -111,6 +111,7 @@ def _record(t: TrialView, variant: str, primary: str, split: str, ui: str) -> an
         metrics={k: float(v) for k, v in t.metrics.items() if isinstance(v, int | float)},
         history={primary: curve} if curve else {},
         mlflow_url=run_url(ui, t.mlflow_experiment_id, t.mlflow_run_id),
+        fingerprints=t.fingerprints,
     )
 
 

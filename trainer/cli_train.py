@@ -52,11 +52,11 @@ def train_command(
     columns = (TextColumn("[bold]train[/bold]"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeRemainingColumn())
     with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task("train", total=cfg.schedule.steps, info="")
+        task = bar.add_task("train", total=cfg.planned_steps, info="")
 
         def on_progress(p: StepProgress) -> None:
             info = f"loss {p.metrics['loss']:.3f}" if "loss" in p.metrics else "evaluated"
-            bar.update(task, completed=p.step, info=info)
+            bar.update(task, completed=p.step, total=p.total_steps, info=info)
 
         try:
             result = run_trial(

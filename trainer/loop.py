@@ -22,10 +22,13 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from trainer.checkpoint import load_latest, rng_state, save_atomic, set_rng_state
 from trainer.config import RuntimeConfig, TrainConfig
+from trainer.cost import step_flops, steps_for_flops
 from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histograms
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
+from trainer.fingerprints import trial_fingerprints
 from trainer.model.forward import Batch
 from trainer.model.pretrainer import Pretrainer, StepOutput
+from trainer.streams import RandomStreams
 from trainer.warm_start import ensure_warm_start, vocab_info
 
 
@@ -46,6 +49,10 @@ class TrainOutcome:
     protocol: str
     steps: int
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+    """``cost_samples``, ``cost_flops`` (training), ``cost_flops_per_step``, ``cost_train_s``."""
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """What the seed controlled (``trainer.fingerprints``): the analysis verifies pairing."""
 
 
 class Logger(Protocol):
@@ -144,6 +151,25 @@ class Trainer:
         self.step_fn: Callable[..., StepOutput] = self.pretrainer
         if cfg.runtime.compile and self.device.type == "cuda":
             self.step_fn = torch.compile(self.pretrainer)
+        self.sampler = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
+        self.train_patch_histograms = self._patch_histograms(self.train_split)
+        first = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
+        first_batches = [self.batch(first.next()) for _ in range(cfg.optim.accumulation_steps)]
+        self.flops_per_step = step_flops(
+            self.pretrainer, first_batches,
+            seed=seed, autocast=lambda: autocast_for(self.device, cfg.runtime),
+        )
+        self.total_steps = cfg.planned_steps
+        if cfg.schedule.budget_flops is not None:
+            self.total_steps = steps_for_flops(
+                cfg.schedule.budget_flops, self.flops_per_step, cfg.schedule.steps
+            )
+        self.streams = RandomStreams(seed)
+        self.pretrainer.streams = self.streams
+        self.fingerprints = trial_fingerprints(
+            self.pretrainer.model, dict(self.pretrainer.objectives.items()), self.streams,
+            first._permutation(), cfg.data.batch_size,
+        )
         self.optimizer = torch.optim.AdamW(
             self.pretrainer.parameter_groups(cfg.optim.weight_decay),
             lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
@@ -151,12 +177,11 @@ class Trainer:
         self.scheduler = get_cosine_with_min_lr_schedule_with_warmup(
             self.optimizer,
             num_warmup_steps=cfg.schedule.warmup_steps,
-            num_training_steps=cfg.schedule.steps,
+            num_training_steps=self.total_steps,
             min_lr_rate=cfg.schedule.min_lr_ratio,
         )
-        self.sampler = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
-        self.train_patch_histograms = self._patch_histograms(self.train_split)
         self.step = 0
+        self.train_seconds = 0.0
         self.history: dict[str, list[tuple[int, float]]] = {}
 
     # ---- schedule ---------------------------------------------------------------------------
@@ -184,6 +209,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state(),
                 "rng": rng_state(),
+                "streams": self.streams.state(),
+                "train_seconds": self.train_seconds,
                 "history": self.history,
                 "config_hash": self.cfg.config_hash(),
                 "seed": self.seed,
@@ -206,6 +233,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.sampler.load(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
+        self.streams.load(ckpt.get("streams", {}))
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         self.history = ckpt["history"]
         self.step = ckpt["step"]
         return True
@@ -282,13 +311,15 @@ class Trainer:
 
     def run(self) -> TrainOutcome:
         self.try_resume()
-        total = self.cfg.schedule.steps
+        total = self.total_steps
         rt = self.cfg.runtime
         samples = self.cfg.data.batch_size * self.cfg.optim.accumulation_steps
         window_start, window_steps = time.perf_counter(), 0
         self.pretrainer.train()
         while self.step < total:
+            started = time.perf_counter()
             logs = self.train_step()
+            self.train_seconds += time.perf_counter() - started
             window_steps += 1
             if self.step % rt.log_every == 0 or self.step == total:
                 elapsed = time.perf_counter() - window_start
@@ -308,9 +339,22 @@ class Trainer:
         result = self.evaluate(split)
         self.record(result.metrics, self.step)
         final = {**result.metrics, **_final_losses(self.history)}
+        cost = self.cost()
+        if self.logger is not None:  # not in the history: wall time is not deterministic
+            self.logger.log_metrics(cost, self.step)
         if self.progress:
             self.progress(Progress(self.step, total, final))
-        return TrainOutcome(final, result.protocol, self.step, self.history)
+        return TrainOutcome(final, result.protocol, self.step, self.history, cost,
+                            self.fingerprints)
+
+    def cost(self) -> dict[str, float]:
+        """What the run took to train (evaluation excluded)."""
+        return {
+            "cost_samples": float(self.step * self.cfg.samples_per_step),
+            "cost_flops": float(self.step * self.flops_per_step),
+            "cost_flops_per_step": float(self.flops_per_step),
+            "cost_train_s": self.train_seconds,
+        }
 
 
 def _final_losses(history: dict[str, list[tuple[int, float]]]) -> dict[str, float]:

@@ -14,7 +14,13 @@ RETRIEVAL_METRICS: tuple[str, ...] = (
 """Retrieval on the evaluation split: R@K both ways and their mean."""
 
 
+COST_METRICS: tuple[str, ...] = ("cost_samples", "cost_flops", "cost_flops_per_step",
+                                 "cost_train_s")
+"""What a trial took to train (``trainer.cost``): a comparison shows them per arm."""
+
+
 def is_trial_metric(name: str) -> bool:
-    """A final metric of a trial: a retrieval metric, or the last value of a loss term
-    (``final_loss``, ``final_loss_<objective>``)."""
-    return name in RETRIEVAL_METRICS or name == "final_loss" or name.startswith("final_loss_")
+    """A final metric of a trial: a retrieval metric, the last value of a loss term
+    (``final_loss``, ``final_loss_<objective>``), or a cost."""
+    return (name in RETRIEVAL_METRICS or name in COST_METRICS or name == "final_loss"
+            or name.startswith("final_loss_"))

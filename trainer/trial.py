@@ -23,6 +23,8 @@ class TrialResult:
     steps: int
     protocol: str
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 def run_trial(
@@ -64,6 +66,7 @@ def run_trial(
         return TrialResult(
             done["metrics"], run.run_id or "", done["steps"], done["protocol"],
             {k: [tuple(p) for p in v] for k, v in done.get("history", {}).items()},
+            done.get("cost", {}), done.get("fingerprints", {}),
         )
     run.open(config.flat())
     ok = False
@@ -72,14 +75,16 @@ def run_trial(
         outcome = train(
             config, seed, checkpoint_dir=checkpoint_dir, logger=run, progress=progress
         )
-        run.set_tags({"protocol": outcome.protocol})
+        run.set_tags({"protocol": outcome.protocol,
+                      **{f"fingerprint.{k}": v for k, v in outcome.fingerprints.items()}})
         run.log_json(
             "final_metrics.json",
             {"metrics": outcome.metrics, "protocol": outcome.protocol, "steps": outcome.steps,
-             "history": outcome.history},
+             "history": outcome.history, "cost": outcome.cost,
+             "fingerprints": outcome.fingerprints},
         )
         ok = True
         return TrialResult(outcome.metrics, run.run_id or "", outcome.steps, outcome.protocol,
-                           outcome.history)
+                           outcome.history, outcome.cost, outcome.fingerprints)
     finally:
         run.close(ok)

@@ -9,7 +9,9 @@ and the report renderers (``service.report``). One module per step, this one run
 * ``summaries``: trials -> one dense per-seed array; per-variant means, stds, intervals;
 * ``pairwise``: variant - reference tests, effect sizes, corrections, verdicts;
 * ``factorial``: factor main effects and interactions (OLS + ANOVA);
-* ``curves``: learning curves per variant.
+* ``curves``: learning curves per variant;
+* ``pairing``: whether a seed's trials in two arms shared their randomness (else Welch);
+* ``cost``: samples, training FLOPs and wall time per arm, relative to the baseline.
 
 Conventions (also recorded in ``Analysis.notes`` so a report states them):
 
@@ -21,7 +23,8 @@ Conventions (also recorded in ``Analysis.notes`` so a report states them):
 * Confidence level is ``1 - alpha``. Interval endpoints are per comparison (not adjusted);
   the verdict uses the multiplicity-corrected p value. A correction family is one metric x
   one kind of comparison (all variants vs the baseline, or all rows vs the previous row).
-* Paired t-test when both sides have exactly the same seeds (>= 2); otherwise Welch.
+* Paired t-test when both sides have exactly the same seeds (>= 2) and their trials'
+  fingerprints agree (``pairing``); otherwise Welch.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from service.analysis.cost import arm_costs
 from service.analysis.curves import learning_curves
 from service.analysis.errors import AnalysisError
 from service.analysis.factorial import factorial_effects
@@ -167,7 +171,8 @@ def _global_notes(
             else f"bootstrap ({boot.method}, {boot.n_resamples} resamples, seed {boot.seed}); "
             "with few seeds bootstrap intervals tend to be too narrow."
         ),
-        "Delta = variant - reference. Paired t-test when both have the same seeds (>= 2), "
+        "Delta = variant - reference. Paired t-test when both have the same seeds (>= 2) and "
+        "their trials' fingerprints (data order, initial weights, random streams) agree, "
         "otherwise Welch t-test.",
         f"p values corrected with {correction} within each metric across variants; "
         "verdicts use corrected p; delta intervals are not adjusted.",
@@ -245,6 +250,7 @@ def analyze(
         for i, v in enumerate(view.variants)
     ]
     return Analysis(
+        cost=arm_costs(view, baseline),
         experiment=view.name,
         design=view.design,
         baseline=baseline,

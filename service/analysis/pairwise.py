@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from service.analysis.pairing import Pairing, check_pairing
 from service.analysis.schema import Comparison, Direction, EffectSize, Interval
 from service.analysis.summaries import Boot, Table, json_float, nan_mean_std
 
@@ -45,7 +46,8 @@ class _PairStats:
 
 
 def _pair_stats(
-    values: np.ndarray, pairs: Sequence[tuple[int, int]], conf: float, boot: Boot | None
+    values: np.ndarray, pairs: Sequence[tuple[int, int]], conf: float, boot: Boot | None,
+    unpaired: np.ndarray | None = None,
 ) -> _PairStats:
     """Vectorised tests for every (variant, reference) pair and metric.
 
@@ -64,6 +66,8 @@ def _pair_stats(
     out = _PairStats.empty(n_a, n_b, mean_a - mean_b)
     z = stats.norm.ppf(0.5 + conf / 2)
     paired = (ma == mb).all(axis=1) & (n_a >= 2)
+    if unpaired is not None:  # per pair: their fingerprints say the seeds were not shared
+        paired &= ~np.repeat(unpaired, values.shape[2])
     welch = ~paired & (n_a >= 2) & (n_b >= 2)
     for k in np.unique(n_a[paired]):
         rows = np.flatnonzero(paired & (n_a == k))
@@ -196,7 +200,9 @@ def compare_pairs(
     if not pairs:
         return []
     n_metrics = len(table.metrics)
-    ps = _pair_stats(table.values, pairs, conf, boot)
+    pairings = [check_pairing(table, ia, ib) for ia, ib in pairs]
+    ps = _pair_stats(table.values, pairs, conf, boot,
+                     np.array([p.broken for p in pairings], dtype=bool))
     _correct(ps, n_metrics, alpha, correction)
     higher = np.tile([directions[m] == "higher" for m in table.metrics], len(pairs))
     verdicts = _verdicts(ps, higher, alpha)
@@ -233,6 +239,7 @@ def compare_pairs(
                 verdict=verdicts[r],
                 conf=conf,
                 ci_method=ci_method,
+                pairing=pairings[k],
             )
         out.append(row)
     return out
@@ -248,6 +255,7 @@ def _comparison(
     verdict: str,
     conf: float,
     ci_method: str | None,
+    pairing: Pairing,
 ) -> Comparison:
     """One Comparison from a row of the flat arrays."""
     test = {0: None, 1: "paired_t", 2: "welch_t"}[r["test"]]
@@ -265,6 +273,8 @@ def _comparison(
         note = "fewer than 2 seeds on a side: no test or interval possible"
     elif not math.isfinite(r["p"]):
         note = "test undefined (zero variance)"
+    elif test == "welch_t" and pairing.broken:
+        note = f"unpaired, {pairing.label.removeprefix('broken: ')}: Welch t-test"
     elif test == "welch_t":
         note = "seed sets differ: Welch t-test"
     return Comparison(
@@ -284,5 +294,6 @@ def _comparison(
         effect_size=eff,
         verdict=verdict,
         note=note,
+        pairing=pairing.label,
     )
 

@@ -37,6 +37,9 @@ class TrialRecord(BaseModel):
     # metric -> [(step, value)] learning curve; may be empty
     history: dict[str, list[tuple[int, float]]] = Field(default_factory=dict)
     mlflow_url: str | None = None
+    fingerprints: dict[str, str] | None = None
+    """What the trial's seed controlled (data order, initial weights, random streams), as
+    short hashes; None when the trial did not record them."""
 
     @property
     def done(self) -> bool:
@@ -117,6 +120,9 @@ class Comparison(BaseModel):
     effect_size: EffectSize | None = None
     verdict: Verdict = "insufficient data"
     note: str | None = None
+    pairing: str | None = None
+    """Whether the arms' trials of each seed shared their randomness: "verified", "not
+    verified: ..." (a trial recorded no fingerprints) or "broken: ..." (then Welch)."""
 
 
 class TrialLink(BaseModel):
@@ -168,6 +174,18 @@ class FactorEffect(BaseModel):
     p: float | None = None
     partial_eta_sq: float | None = None
     note: str | None = None
+
+
+class ArmCost(BaseModel):
+    """Mean cost per done trial of one variant; ratios are to the baseline's means."""
+
+    variant: str
+    n: int
+    samples: float | None = None
+    flops: float | None = None
+    train_s: float | None = None
+    flops_ratio: float | None = None
+    train_s_ratio: float | None = None
 
 
 class SequentialLook(BaseModel):
@@ -232,6 +250,9 @@ class Analysis(BaseModel):
     best: dict[str, list[str]] = Field(default_factory=dict)  # metric -> best variant(s)
     factor_effects: list[FactorEffect] = Field(default_factory=list)
     curves: list[Curve] = Field(default_factory=list)  # primary metric only
+    cost: list[ArmCost] = Field(default_factory=list)
+    """Per variant: mean samples, training FLOPs and wall time per trial, and ratios to the
+    baseline; empty when the trials recorded no cost."""
     sequential: Sequential | None = None
     """Adaptive seeds only: the decisions of the group-sequential procedure, the verdicts that
     hold under optional stopping (the fixed-design p values above do not)."""
@@ -247,7 +268,7 @@ class Analysis(BaseModel):
 
 # ----------------------------------------------------------------------- direction
 
-_LOWER_SUBSTR = ("loss", "error", "perplexity", "latency")
+_LOWER_SUBSTR = ("loss", "error", "perplexity", "latency", "cost")
 _LOWER_TOKENS = {"err", "ppl", "nll", "wer", "cer", "mse", "mae", "rmse", "ece", "fid", "time"}
 _HIGHER_SUBSTR = ("recall", "acc", "precision", "bleu", "cider", "rouge", "meteor", "spice")
 _HIGHER_TOKENS = {"rsum", "f1", "auc", "map", "ndcg", "mrr", "score"}

@@ -28,6 +28,8 @@ class Table:
     n_missing: np.ndarray
     links: list[list[TrialLink]]
     notes: list[str] = field(default_factory=list)
+    fingerprints: list[dict[int, dict[str, str] | None]] = field(default_factory=list)
+    """Per variant, seed -> what the done trial's seed controlled (None: not recorded)."""
 
 
 def collect_table(view: ExperimentView, metrics: list[str]) -> Table:
@@ -84,6 +86,8 @@ def collect_table(view: ExperimentView, metrics: list[str]) -> Table:
         n_missing=n_missing,
         links=links,
         notes=notes,
+        fingerprints=[{seed: t.fingerprints for (v, seed), t in done.items() if v == vi}
+                      for vi in range(len(names))],
     )
 
 

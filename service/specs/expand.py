@@ -165,7 +165,7 @@ def expand(
             "baseline", f"{baseline!r} is not one of the variants: {', '.join(names)}"
         )
     if spec.budget.max_total_steps is not None:
-        total = sum(v.config.schedule.steps for v in variants) * spec.max_seeds
+        total = sum(v.config.planned_steps for v in variants) * spec.max_seeds
         if total > spec.budget.max_total_steps:
             raise SpecError.one(
                 "budget.max_total_steps",

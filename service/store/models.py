@@ -112,6 +112,8 @@ class Trial(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     mlflow_experiment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # what the trial's seed controlled (trainer.fingerprints): /compare verifies pairing with it
+    fingerprints: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     worker_node: Mapped[str | None] = mapped_column(String(200), nullable=True)

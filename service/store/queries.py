@@ -297,8 +297,10 @@ class Store:
 
     def mark_finished(self, trial_id: int, *, metrics: dict[str, float], mlflow_run_id: str,
                       mlflow_experiment_id: str | None, steps: int,
-                      history: dict[str, list[tuple[int, float]]] | None = None) -> bool:
-        """A trial's final result; ``history`` (its learning curves) feeds /compare's plots."""
+                      history: dict[str, list[tuple[int, float]]] | None = None,
+                      fingerprints: dict[str, str] | None = None) -> bool:
+        """A trial's final result; ``history`` (its learning curves) feeds /compare's plots,
+        ``fingerprints`` its check that paired arms shared their randomness."""
         with self.session() as s:
             t = self._trial(s, trial_id)
             if t.state not in ACTIVE_STATES:
@@ -310,6 +312,7 @@ class Store:
                     k: [[int(st), float(v)] for st, v in pts if math.isfinite(v)]
                     for k, pts in history.items()
                 }
+            t.fingerprints = dict(fingerprints) if fingerprints is not None else None
             t.mlflow_run_id = mlflow_run_id
             t.mlflow_experiment_id = mlflow_experiment_id
             t.step = steps

@@ -25,6 +25,7 @@ def trial_row(exp: Experiment, var: Variant, new: NewTrial, done: dict[str, Tria
         trial.cached_from = src.id
         trial.metrics = dict(src.metrics or {})
         trial.history = src.history
+        trial.fingerprints = src.fingerprints
         trial.mlflow_run_id = src.mlflow_run_id
         trial.mlflow_experiment_id = src.mlflow_experiment_id
         trial.step = trial.total_steps = src.total_steps

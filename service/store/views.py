@@ -36,6 +36,7 @@ class TrialView(BaseModel):
     mlflow_run_id: str | None
     mlflow_experiment_id: str | None
     cached_from: int | None
+    fingerprints: dict[str, str] | None = None
     error: str | None
     worker_pid: int | None
     resumed_from_step: int | None

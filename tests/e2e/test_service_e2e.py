@@ -73,6 +73,11 @@ def test_grid_runs_to_finished_then_resubmit_is_cached(api, mlflow):
     cells = [v["cells"]["mean_recall"] for v in cmp["variants"]]
     assert all(c["n"] == 1 and c["mean"] is not None and c["ci"] is None for c in cells)
     assert len(cmp["curves"]) == 4  # the trials' learning curves reached the store
+    # every trial recorded its cost and fingerprints; same seed in every arm: pairing holds
+    assert [c["variant"] for c in cmp["cost"]] == created["variants"]
+    assert all(c["flops"] > 0 and c["samples"] > 0 for c in cmp["cost"])
+    pairings = {c["pairing"] for v in cmp["variants"] for c in v["vs_baseline"].values()}
+    assert pairings == {"verified"}, pairings
     md = api.get(f"/experiments/{exp['id']}/compare", params={"format": "markdown"})
     assert md.status_code == 200 and "| ITC=on,HN=on" in md.text
     png = api.get(f"/experiments/{exp['id']}/compare", params={"format": "png"})

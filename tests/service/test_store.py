@@ -221,8 +221,11 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     s.close()
     cfg = alembic_config(db_url)
     # Step down one revision at a time; the comparison with the models sees what each undid.
+    command.downgrade(cfg, "0006")
+    fingerprints = {("add_column", "trials", "fingerprints")}
+    assert _changes(db_url) == fingerprints
     command.downgrade(cfg, "0005")
-    one_per_seed = {("add_index", "trials", "ux_trials_variant_seed")}
+    one_per_seed = fingerprints | {("add_index", "trials", "ux_trials_variant_seed")}
     assert _changes(db_url) == one_per_seed
     command.downgrade(cfg, "0004")
     keyed = one_per_seed | {("add_column", "experiments", "idempotency_key"),

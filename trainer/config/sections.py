@@ -157,6 +157,18 @@ class ScheduleConfig(Section):
     alpha_ramp_steps: int | None = Field(
         default=None, ge=0, description="distillation alpha ramp; None means one epoch"
     )
+    budget_samples: int | None = Field(
+        default=None, ge=1,
+        description="match arms on samples seen, not steps: train on this many (image, caption) "
+        "pairs, steps = budget_samples // (data.batch_size * optim.accumulation_steps); replaces "
+        "steps",
+    )
+    budget_flops: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="match arms on compute: train until this many training FLOPs (forward and "
+        "backward, measured on the trial's first batch), at most `steps`; an arm whose step costs "
+        "more (hard negatives, VILLA) takes fewer steps",
+    )
 
 
 class EvalConfig(Section):

@@ -71,6 +71,30 @@ class TrainConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainConfig:
+        s = self.schedule
+        if s.budget_samples is not None and s.budget_flops is not None:
+            raise ValueError("schedule.budget_flops: give one budget, samples or FLOPs, not both")
+        if s.budget_samples is not None and s.budget_samples < self.samples_per_step:
+            raise ValueError(
+                f"schedule.budget_samples: {s.budget_samples} is less than one step "
+                f"({self.samples_per_step} samples: data.batch_size x optim.accumulation_steps)"
+            )
+        return self
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.data.batch_size * self.optim.accumulation_steps
+
+    @property
+    def planned_steps(self) -> int:
+        """Optimizer steps of the run, or their upper bound under a FLOPs budget (the number
+        is known once the trial has measured its step's FLOPs)."""
+        if self.schedule.budget_samples is not None:
+            return self.schedule.budget_samples // self.samples_per_step
+        return self.schedule.steps
+
     def enabled_objectives(self) -> list[str]:
         return [n for n in OBJECTIVE_NAMES if getattr(self.objectives, n).enabled]
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from trainer.model.interface import RelationMaps, VisionLanguageModel
+from trainer.streams import RandomStreams
 
 
 @dataclass
@@ -70,8 +71,11 @@ class StepContext:
         *,
         alpha_ramp: float,
         step: int,
+        streams: RandomStreams | None = None,
     ) -> None:
         self.model = model
+        self.streams = streams
+        """The trial's named random streams; None (tests) draws from torch's global one."""
         self.momentum_model = momentum_model
         self.batch = batch
         self.alpha_ramp = alpha_ramp
@@ -80,6 +84,10 @@ class StepContext:
         self.objectives: dict[str, nn.Module] = {}
         """The enabled objectives, for one that reads another's parts (VILLA uses ITM's and
         MLM's heads, ITM's hard negatives ITC's temperature)."""
+
+    def generator(self, name: str) -> torch.Generator | None:
+        """The CPU generator of stream ``name`` (see ``trainer.streams``), or None."""
+        return None if self.streams is None else self.streams.generator(name)
 
     # ---- online model ---------------------------------------------------------------------
     @cached_property

@@ -14,6 +14,7 @@ from trainer.model.momentum import frozen_copy, momentum_update
 from trainer.objectives import OBJECTIVES, Objective, ObjectiveEnv
 from trainer.objectives.base import as_objective, require
 from trainer.objectives.itm import ITM
+from trainer.streams import RandomStreams
 from trainer.warm_start import WarmStart, load_into
 
 
@@ -46,6 +47,8 @@ class Pretrainer(nn.Module):
         )
         needs_momentum = any(o.needs_momentum_model for o in self.enabled().values())
         self.model_m = frozen_copy(self.model) if needs_momentum else None
+        self.streams: RandomStreams | None = None
+        """Set by the trainer: the trial's named random streams (``trainer.streams``)."""
 
     def start_from(self, warm: WarmStart) -> None:
         """Load the shared warm start into the encoders (and their EMA copy, which must start
@@ -70,7 +73,8 @@ class Pretrainer(nn.Module):
     def forward(self, batch: Batch, *, alpha_ramp: float, step: int) -> StepOutput:
         if self.training:
             momentum_update(self.momentum_pairs(), self.cfg.model.momentum)
-        ctx = StepContext(self.model, self.model_m, batch, alpha_ramp=alpha_ramp, step=step)
+        ctx = StepContext(self.model, self.model_m, batch, alpha_ramp=alpha_ramp, step=step,
+                          streams=self.streams)
         objectives = self.enabled()
         ctx.objectives = dict(objectives)
         total: Tensor | None = None

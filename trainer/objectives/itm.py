@@ -43,8 +43,12 @@ def negative_weights(sim: Tensor | None, positives: Tensor, temp: float) -> Tens
     return weights.masked_fill(positives, 0.0)
 
 
-def sample_negatives(weights: Tensor) -> tuple[Tensor, Tensor]:
+def sample_negatives(
+    weights: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """One index per row drawn from its weights; rows with no valid negative are dropped.
+    With a (CPU) ``generator`` the draw happens on the CPU, so the stream is the same on any
+    device.
 
     Returns (row indices that got a negative, chosen column per such row).
     """
@@ -52,7 +56,10 @@ def sample_negatives(weights: Tensor) -> tuple[Tensor, Tensor]:
     rows = valid.nonzero(as_tuple=True)[0]
     if rows.numel() == 0:
         return rows, rows
-    return rows, torch.multinomial(weights[rows], 1).squeeze(1)
+    if generator is None:
+        return rows, torch.multinomial(weights[rows], 1).squeeze(1)
+    picks = torch.multinomial(weights[rows].float().cpu(), 1, generator=generator)
+    return rows, picks.squeeze(1).to(weights.device)
 
 
 @register("itm")
@@ -91,6 +98,7 @@ class ITM(Objective):
             else:
                 sim_t2i = text_feat @ image_feat.t()
                 sim_i2t = sim_t2i.t()
+        gen = ctx.generator("itm")
         with torch.no_grad():
             # ITC's temperature as ITC uses it this step (read, never clamped in place here:
             # ITC's graph holds the parameter)
@@ -98,8 +106,8 @@ class ITM(Objective):
                 float(itc.temp.detach().clamp(itc.cfg.temp_min, itc.cfg.temp_max))
                 if itc is not None else self.cfg.hard_negative_temp
             )
-            text_rows, neg_image = sample_negatives(negative_weights(sim_t2i, positives, temp))
-            image_rows, neg_text = sample_negatives(negative_weights(sim_i2t, positives, temp))
+            text_rows, neg_image = sample_negatives(negative_weights(sim_t2i, positives, temp), gen)
+            image_rows, neg_text = sample_negatives(negative_weights(sim_i2t, positives, temp), gen)
         # positives, (text, negative image), (negative text, image) in one fusion pass
         fused = ctx.model.fuse(
             torch.cat([text, text[text_rows], text[neg_text]]),

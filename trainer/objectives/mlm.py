@@ -94,7 +94,7 @@ class MLM(Objective):
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         b = ctx.batch
-        ids, labels = mask_tokens(b.input_ids, self.env.vocab, self.cfg)
+        ids, labels = mask_tokens(b.input_ids, self.env.vocab, self.cfg, ctx.generator("mlm"))
         text = ctx.model.encode_text(ids, b.attention_mask)
         logits = self.head(ctx.model.fuse(text, b.attention_mask, ctx.image_embeds))
         soft = None

@@ -46,17 +46,20 @@ def masked_patch_states(
     vocab: VocabInfo,
     patch_size: int,
     fill: Tensor | None,
+    stream: str,
 ) -> tuple[Tensor, Tensor]:
     """(patch mask [B,P], fused states of the patches [B,P,D]) of one masked pass: masked
     patch embeddings (replaced by ``fill``, zero if None) through the encoder, then the fusion
     path conditioned on the caption (clean, or BERT-masked without conditional masking)."""
     b = ctx.batch
-    mask = draw_patch_mask(len(b), num_patches(ctx, patch_size), cfg.mask_prob, b.images.device)
+    gen = ctx.generator(stream)
+    mask = draw_patch_mask(len(b), num_patches(ctx, patch_size), cfg.mask_prob, b.images.device,
+                           gen)
     image = ctx.model.encode_image(b.images, patch_mask=mask, patch_fill=fill)
     if cfg.conditional_masking:
         text = ctx.text_embeds
     else:
-        ids, _ = mask_tokens(b.input_ids, vocab, MLMConfig(mask_prob=cfg.mask_prob))
+        ids, _ = mask_tokens(b.input_ids, vocab, MLMConfig(mask_prob=cfg.mask_prob), gen)
         text = ctx.model.encode_text(ids, b.attention_mask)
     states = ctx.model.fuse_image(text, b.attention_mask, image)
     return mask, states[:, 1:]

@@ -100,7 +100,8 @@ class MRCKL(Objective):
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         mask, states = masked_patch_states(
-            ctx, self.cfg, self.env.vocab, self.env.train.model.vision.patch_size, self.mask_token
+            ctx, self.cfg, self.env.vocab, self.env.train.model.vision.patch_size, self.mask_token,
+            "mrc_kl",
         )
         losses, logs = [], {}
         for name, head in self.heads.items():

@@ -54,7 +54,8 @@ class MRFR(Objective):
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         target = ctx.image_states[:, 1:].detach()
         mask, states = masked_patch_states(
-            ctx, self.cfg, self.env.vocab, self.env.train.model.vision.patch_size, self.mask_token
+            ctx, self.cfg, self.env.vocab, self.env.train.model.vision.patch_size, self.mask_token,
+            "mrfr",
         )
         loss = mrfr_loss(self.head(states), target, mask)
         return ObjectiveOutput(loss, {"mrfr_masked_frac": float(mask.float().mean())})

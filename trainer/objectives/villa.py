@@ -55,6 +55,14 @@ if TYPE_CHECKING:
     from trainer.model.forward import StepContext
 
 
+def _uniform(shape: tuple[int, ...], generator: torch.Generator | None,
+             device: torch.device) -> Tensor:
+    """U[0,1) noise of ``shape`` on ``device``, drawn on the CPU when a stream is given."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator).to(device)
+
+
 def project_l2(delta: Tensor, epsilon: float | Tensor) -> Tensor:
     """Scale each token's vector (last dim) back into the L2 ball of radius ``epsilon``."""
     norm = delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -152,7 +160,8 @@ def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
     """ITM over the positives and one random negative image per caption."""
     b, head = ctx.batch, require(ctx.objectives, ITM).head
     with torch.no_grad():
-        rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0))
+        rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0),
+                                         ctx.generator("villa"))
     pair_text = torch.cat([torch.arange(len(b), device=rows.device), rows])
     pair_image = torch.cat([torch.arange(len(b), device=neg.device), neg])
     mask = b.attention_mask[pair_text]
@@ -167,7 +176,7 @@ def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
 def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
     """MLM on the batch's pairs with a fresh masking; None when no token was masked."""
     b, mlm = ctx.batch, require(ctx.objectives, MLM)
-    ids, labels = mask_tokens(b.input_ids, mlm.env.vocab, mlm.cfg)
+    ids, labels = mask_tokens(b.input_ids, mlm.env.vocab, mlm.cfg, ctx.generator("villa"))
     chosen = labels != IGNORE
     if not bool(chosen.any()):
         return None
@@ -224,7 +233,8 @@ class VILLA(Objective):
             inputs = task.inputs
             dim = inputs.delta_shape[-1]
             scale = inputs.norms if self.cfg.epsilon_scale == "embedding_norm" else 1.0
-            delta = (torch.rand(inputs.delta_shape, device=task.clean.device) * 2 - 1) \
+            noise = _uniform(inputs.delta_shape, ctx.generator("villa"), task.clean.device)
+            delta = (noise * 2 - 1) \
                 * self.cfg.init_mag / math.sqrt(dim) * scale
             target = task.clean.detach()
 

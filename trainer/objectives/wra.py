@@ -87,7 +87,8 @@ class WRA(Objective):
         b = ctx.batch
         text, image, mask = ctx.text_embeds, ctx.image_embeds, b.attention_mask
         with torch.no_grad():
-            rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0))
+            rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0),
+                                         ctx.generator("wra"))
         text_states, image_states = ctx.model.fuse_pair(
             torch.cat([text, text[rows]]), torch.cat([mask, mask[rows]]),
             torch.cat([image, image[neg]]),
