@@ -4,11 +4,15 @@ MLflow server on SQLite, and the controller under uvicorn, all on 127.0.0.1, sto
 
 from __future__ import annotations
 
+import ipaddress
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -104,3 +108,79 @@ def runs_of(mlflow: MlflowClient, exp: dict[str, Any]) -> list[Any]:
     """Every trial run (not the parent) in the experiment's MLflow experiment."""
     runs = mlflow.search_runs([exp["mlflow_experiment_id"]], max_results=1000)
     return [r for r in runs if r.data.tags.get("ablate.role") != "parent"]
+
+
+# ---- what listens ------------------------------------------------------------------------------
+BEYOND_LOOPBACK_ALLOWED: dict[str, str] = {}
+"""Process name -> why it may listen beyond loopback. Empty: every server of the embedded stack
+and of a second Ray node joined on this machine (GCS, raylet with its node and object managers,
+dashboard and its agent, runtime-env agent, metrics export, Ray client server, a job's
+supervisor, driver and workers, MLflow, the controller) listens on 127.0.0.1 only, so nothing
+is allowed; a Ray component that could not be kept there would be named here with its reason."""
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1 or an IPv4-mapped loopback; ``*``, ``0.0.0.0``, ``::`` are not."""
+    try:
+        addr = ipaddress.ip_address(ip.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+def stack_pids(stack: Stack) -> set[int]:
+    """Every process of the stack: its parts (added Ray nodes too) and all they spawned."""
+    pids: set[int] = set()
+    for child in stack.children.values():
+        try:
+            root = psutil.Process(child.proc.pid)
+            pids |= {root.pid, *(p.pid for p in root.children(recursive=True))}
+        except psutil.Error:  # a part that ended meanwhile
+            continue
+    return pids
+
+
+def listening(stack: Stack) -> list[tuple[int, str, str, int]]:
+    """(pid, process, address, port) of every listening TCP socket of the stack's processes,
+    read with psutil."""
+    out = []
+    for pid in stack_pids(stack):
+        try:
+            p = psutil.Process(pid)
+            name = p.name()
+            for c in p.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.append((p.pid, name, c.laddr.ip, c.laddr.port))
+        except psutil.Error:  # a process that ended meanwhile
+            continue
+    return sorted(out)
+
+
+def ss_listening(pids: set[int]) -> list[str] | None:
+    """``ss -ltnp``'s lines for ``pids`` (iproute2, the kernel's socket table as an admin reads
+    it), or None where ``ss`` is not installed: the caller then has psutil's view only."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if any(f"pid={pid}," in line for pid in pids)]
+
+
+def ss_beyond_loopback(lines: list[str]) -> list[str]:
+    """The ``ss -ltnp`` lines whose local address is not loopback (``*:port``, ``0.0.0.0``,
+    ``[::]``, the machine's address), less the processes ``BEYOND_LOOPBACK_ALLOWED`` names."""
+    bad = []
+    for line in lines:
+        local = line.split()[3]  # State Recv-Q Send-Q Local:Port Peer:Port Process
+        if is_loopback(local.rsplit(":", 1)[0]):
+            continue
+        if any(f'(("{name}"' in line for name in BEYOND_LOOPBACK_ALLOWED):
+            continue
+        bad.append(line)
+    return bad
+
+
+def beyond_loopback(sockets: list[tuple[int, str, str, int]]) -> list[tuple[int, str, str, int]]:
+    """psutil's sockets not on loopback, less the processes ``BEYOND_LOOPBACK_ALLOWED`` names."""
+    return [s for s in sockets if not is_loopback(s[2]) and s[1] not in BEYOND_LOOPBACK_ALLOWED]

@@ -1,22 +1,21 @@
 """Nothing of the embedded stack is open: on the real stack, every listening TCP socket of its
 processes (Ray's GCS, raylet, agents, a job's supervisor, driver and worker; MLflow; the
-controller) is on loopback, Ray's dashboard wants its token, and a job submitted the way the
-executor submits one shows neither the API token nor the database password to Ray's job list,
-its logs or its files, while the job still reads both settings it needs."""
+controller) is on loopback, as psutil and ``ss -ltnp`` (where iproute2 is installed) both see
+it, with no Ray component excepted (``conftest.BEYOND_LOOPBACK_ALLOWED`` is empty); Ray's
+dashboard wants its token; and a job submitted the way the executor submits one shows neither
+the API token nor the database password to Ray's job list, its logs or its files, while the job
+still reads both settings it needs."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from pydantic import SecretStr
 
@@ -24,6 +23,13 @@ from service.execution import Executor
 from service.secret_files import ray_auth_headers
 from service.stack import Stack
 from service.store import Store
+from tests.e2e.conftest import (
+    beyond_loopback,
+    listening,
+    ss_beyond_loopback,
+    ss_listening,
+    stack_pids,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,32 +58,6 @@ deadline = time.monotonic() + 120
 while not stop.exists() and time.monotonic() < deadline:
     time.sleep(0.2)
 """
-
-
-def _is_loopback(ip: str) -> bool:
-    addr = ipaddress.ip_address(ip.split("%")[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
-
-
-def listening(stack: Stack) -> list[tuple[int, str, str, int]]:
-    """(pid, process, address, port) of every listening TCP socket of the stack's processes."""
-    procs: dict[int, psutil.Process] = {}
-    for child in stack.children.values():
-        root = psutil.Process(child.proc.pid)
-        for p in [root, *root.children(recursive=True)]:
-            procs[p.pid] = p
-    out = []
-    for p in procs.values():
-        try:
-            name = p.name()
-            for c in p.net_connections(kind="tcp"):
-                if c.status == psutil.CONN_LISTEN:
-                    out.append((p.pid, name, c.laddr.ip, c.laddr.port))
-        except psutil.Error:  # a process that ended meanwhile
-            continue
-    return sorted(out)
 
 
 def _executor(stack: Stack, tmp_path: Path) -> Executor:
@@ -128,13 +108,11 @@ def test_nothing_listens_beyond_loopback_and_no_secret_reaches_ray(stack, tmp_pa
     try:
         logs = _wait_logs(ex, sid, "READY")
         sockets = listening(stack)
-        ours = {pid for pid, *_ in sockets}
-        ss = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
-        mine = [line for line in ss.splitlines()
-                if any(f"pid={pid}," in line for pid in ours)]
+        ss = ss_listening(stack_pids(stack))
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "stack-listening.txt").write_text("\n".join(mine) + "\n")
-        print("\n".join(mine))
+        (ARTIFACTS / "stack-listening.txt").write_text(
+            "\n".join(ss) + "\n" if ss is not None else "ss (iproute2) not installed\n")
+        print("\n".join(ss) if ss is not None else "no ss: psutil's view only")
 
         jobs = [job for job in ex.jobs.list_jobs() if job.submission_id == sid]
         shown: dict[str, Any] = jobs[0].model_dump()
@@ -152,8 +130,12 @@ def test_nothing_listens_beyond_loopback_and_no_secret_reaches_ray(stack, tmp_pa
     ex.store.close()
 
     # every server of the stack, the job's driver and its worker included, on loopback only
+    # (psutil's view, and the kernel's as `ss -ltnp` prints it where iproute2 is installed)
     assert sockets, "no listening socket found"
-    assert [s for s in sockets if not _is_loopback(s[2])] == []
+    assert beyond_loopback(sockets) == []
+    if ss is not None:
+        assert len(ss) >= len(sockets) // 2, ss  # it saw the same processes
+        assert ss_beyond_loopback(ss) == []
     ports = {port for *_, port in sockets}
     s = stack.settings
     assert {s.port, s.mlflow_port, s.ray_dashboard_port} <= ports
