@@ -25,7 +25,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import psutil
 
 from service.processes import (
@@ -36,6 +38,7 @@ from service.processes import (
     processes_mentioning,
     serve_in_thread,
     spawn,
+    tail,
     wait_http,
 )
 from service.secret_files import new_ray_token, ray_auth_headers
@@ -48,6 +51,15 @@ __all__ = ["NEVER_INHERITED", "STOP_GRACE_S", "Child", "Stack", "free_port", "po
 BIN = Path(sys.executable).parent
 STOP_GRACE_S = 3.0
 """Seconds the parts get to exit on SIGTERM before SIGKILL, all at once."""
+
+
+def _node_ports() -> list[str]:
+    """A free loopback port for every server of a Ray node Ray would otherwise place itself
+    (two nodes share this machine; each stack has its own)."""
+    flags = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+             "--runtime-env-agent-port", "--metrics-export-port", "--node-manager-port",
+             "--object-manager-port")
+    return [arg for flag in flags for arg in (flag, str(free_port()))]
 
 
 class Stack:
@@ -75,6 +87,8 @@ class Stack:
         self.children: dict[str, Child] = {}
         self._own_ray_token = start_ray and settings.ray_auth_token_file is None
         self._reaper: Child | None = None
+        self.gcs_address: str | None = None
+        """host:port of the head's GCS, once started (what a joining node is given)."""
 
     # ---- parts ---------------------------------------------------------------------------
     def spawn_mlflow(self) -> Child:
@@ -110,6 +124,7 @@ class Stack:
         if self._own_ray_token:
             s.ray_auth_token_file = new_ray_token(s)  # fresh per head; the controller reads it
         gcs = s.ray_gcs_port or free_port()
+        self.gcs_address = f"{LOOPBACK}:{gcs}"
         cmd = [
             str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
             "--node-ip-address", LOOPBACK, "--port", str(gcs),
@@ -117,24 +132,11 @@ class Stack:
             "--dashboard-port", str(s.ray_dashboard_port),
             "--temp-dir", str(self.ray_temp_dir),
             "--ray-client-server-port", str(free_port()),
-            "--dashboard-agent-listen-port", str(free_port()),
-            "--dashboard-agent-grpc-port", str(free_port()),
-            "--runtime-env-agent-port", str(free_port()),
-            "--metrics-export-port", str(free_port()),
-            "--node-manager-port", str(free_port()),
-            "--object-manager-port", str(free_port()),
+            *_node_ports(),
         ]
         if self.num_cpus is not None:
             cmd += ["--num-cpus", str(self.num_cpus)]
-        env = {
-            "RAY_USAGE_STATS_ENABLED": "0",
-            # `ray start` replaces a loopback --node-ip-address with the machine's address, and
-            # the GCS, raylet, object manager, agents and workers then bind that, unless Ray
-            # takes the host for a single-node one (the switch Windows and macOS get).
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            **self.ray_client_env(),
-        }
-        child = spawn("ray", cmd, self.log_dir, env=env)
+        child = spawn("ray", cmd, self.log_dir, env=self._ray_node_env())
         self._adopt(child)
         auth = ray_auth_headers(s)
         wait_http(f"{s.ray_address.rstrip('/')}/api/version", child, timeout, "Ray dashboard",
@@ -142,6 +144,60 @@ class Stack:
         # The Jobs API answers once the head's job agent is up.
         wait_http(f"{s.ray_address.rstrip('/')}/api/jobs/", child, timeout, "Ray Jobs API", auth)
         child.remember_descendants()
+
+    def add_ray_node(self, name: str, *, num_cpus: int, resources: dict[str, float] | None = None,
+                     timeout: float = 120.0) -> Child:
+        """A second Ray node on this machine, joining this stack's head on loopback: its own
+        process group, resources and ports, its temp dir under the head's (so the stack's stop
+        and its reaper end it too). Returns once the GCS lists it alive. For the multi-node test
+        and for trying a cluster on one machine; ``ablate serve`` starts none."""
+        if self.gcs_address is None or self.ray_temp_dir is None:
+            raise RuntimeError("start the head first")
+        cmd = [
+            sys.executable, "-m", "service.ray_node", "--block", "--disable-usage-stats",
+            "--address", self.gcs_address, "--node-ip-address", LOOPBACK,
+            "--node-name", name, "--temp-dir", str(self.ray_temp_dir / name),
+            "--num-cpus", str(num_cpus),
+            *_node_ports(),
+        ]
+        if resources:
+            cmd += ["--resources", json.dumps(resources)]
+        child = spawn(name, cmd, self.log_dir, env=self._ray_node_env())
+        self._adopt(child)
+        deadline = time.monotonic() + timeout
+        while not self._node_alive(name):
+            if not child.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray node {name} did not join; see {child.log_path}:\n"
+                                   f"{tail(child.log_path)}")
+            time.sleep(0.5)
+        child.remember_descendants()
+        return child
+
+    def ray_nodes(self) -> list[dict[str, Any]]:
+        """Ray's node table (its state API: node_id, node_name, state, resources_total, ...)."""
+        r = httpx.get(f"{self.settings.ray_address.rstrip('/')}/api/v0/nodes",
+                      params={"detail": "true", "limit": "100"},
+                      headers=ray_auth_headers(self.settings), timeout=10.0)
+        r.raise_for_status()
+        return list(r.json()["data"]["result"]["result"])
+
+    def _node_alive(self, name: str) -> bool:
+        try:
+            nodes = self.ray_nodes()
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return any(n.get("node_name") == name and n.get("state") == "ALIVE" for n in nodes)
+
+    def _ray_node_env(self) -> dict[str, str]:
+        return {
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # `ray start` replaces a loopback --node-ip-address with the machine's address, and
+            # the GCS, raylet, object manager, agents and workers then bind that, unless Ray
+            # takes the host for a single-node one (the switch Windows and macOS get; a second
+            # node then needs service.ray_node to start at all).
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            **self.ray_client_env(),
+        }
 
     def spawn_controller(self) -> Child:
         """Start the controller (uvicorn) without waiting for it."""
@@ -228,8 +284,9 @@ class Stack:
         SIGKILL to whatever is left (Ray's own orderly shutdown takes ~8 s; its state dies
         with the head anyway, and trial checkpoints are written atomically). Well inside
         Docker's 10 s grace period."""
-        children = [self.children.pop(n) for n in ("controller", "ray", "mlflow")
-                    if n in self.children]
+        order = ("controller", *sorted(set(self.children) - {"controller", "ray", "mlflow"}),
+                 "ray", "mlflow")  # added Ray nodes before their head
+        children = [self.children.pop(n) for n in order if n in self.children]
         for child in children:
             child.remember_descendants()
             child.signal_group(signal.SIGTERM)
