@@ -8,7 +8,7 @@ spending, alpha 0.05; fixed: ``seeds: 10``, paired t tests with Holm. Both ``rer
 is trained, nothing is reused between the two. Printed: trials run, wall time from POST to the
 last decision, and each comparison's decision under both designs.
 
-    python bench/adaptive.py [--max 10] [--initial 3] [--cpus 2]
+    python bench/adaptive.py [--max 10] [--initial 3] [--cpus 2] [--futility 0.1]
 
 Settings were fixed before the first run (the demo's recipe unchanged, max 10 seeds as in
 ``bench/stability.py``); nothing is tuned on the outcome.
@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=10)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=2 * 3600)
+    ap.add_argument("--futility", type=float, default=None,
+                    help="conditional-power futility threshold for the adaptive design")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ablate-adaptive-"))
     settings = Settings(data_dir=work / "data", port=free_port(), mlflow_port=free_port(),
@@ -96,7 +98,10 @@ def main() -> None:
             httpx.Client(base_url=stack.settings.controller_url, timeout=300) as api:
         for label, seeds in (("adaptive", {"initial": args.initial, "max": args.max}),
                              ("fixed", args.max)):
-            exp, wall = run(api, spec_for(seeds, f"time-to-verdict-{label}"), args.timeout)
+            spec = spec_for(seeds, f"time-to-verdict-{label}")
+            if label == "adaptive" and args.futility is not None:
+                spec["stopping"] = {"futility": args.futility}
+            exp, wall = run(api, spec, args.timeout)
             trained = sum(1 for v in exp["variants"] for t in v["trials"])
             rows.append((label, exp["status"], trained, wall, decisions(api, exp)))
             print(f"{label}: {exp['status']}, {trained} trials, {wall:.0f} s", flush=True)

@@ -3,6 +3,7 @@ mean seeds per arm, adaptive against the fixed design at ``max`` seeds, over the
 experiments (``service.analysis.calibration``).
 
     python bench/calibration.py [--aa 4000] [--power 1000] [--initial 3 --max 10 --step 1]
+                                [--futility 0.1]
 
 Differences are in units of their own spread (sd 1). Nothing here was tuned after seeing the
 results: the schedule (3 to 10, step 1), alpha 0.05 and the effect sizes were fixed first.
@@ -25,9 +26,16 @@ def main() -> None:
     parser.add_argument("--max", type=int, default=10)
     parser.add_argument("--step", type=int, default=1)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--futility", type=float, default=None,
+                        help="conditional-power futility threshold (e.g. 0.1); default off")
     args = parser.parse_args()
     schedule = Schedule(args.initial, args.max, args.step)
-    print(f"looks at {schedule.looks()} seeds, alpha 0.05, sd of a difference 1\n")
+    futility = args.futility
+
+    def rule(spending: str = "obrien_fleming") -> StoppingRule:
+        return StoppingRule(spending=spending, futility=futility)  # type: ignore[arg-type]
+    print(f"looks at {schedule.looks()} seeds, alpha 0.05, sd of a difference 1, "
+          f"futility {futility}\n")
 
     print("A/A: share of experiments with any claim (all variants equal to the baseline)")
     print("| variants | spending | adaptive (95% CI) | seeds/arm | fixed (95% CI) |")
@@ -35,7 +43,7 @@ def main() -> None:
     for m in (1, 3):
         for spending in ("obrien_fleming", "pocock"):
             t0 = time.monotonic()
-            a, f = simulate([0.0] * m, 1.0, schedule, StoppingRule(spending=spending),
+            a, f = simulate([0.0] * m, 1.0, schedule, rule(spending),
                             args.aa, seed=args.seed)
             ca = binomial_interval(round(a.any_false_claim * args.aa), args.aa)
             cf = binomial_interval(round(f.any_false_claim * args.aa), args.aa)
@@ -50,7 +58,7 @@ def main() -> None:
     for effect in (0.5, 1.0, 1.5, 2.0, 3.0):
         for spending in ("obrien_fleming", "pocock"):
             a, f = simulate([effect, 0.0, 0.0], 1.0, schedule,
-                            StoppingRule(spending=spending), args.power, seed=args.seed + 1)
+                            rule(spending), args.power, seed=args.seed + 1)
             print(f"| {effect:g} | {spending} | {a.power:.3f} | {a.mean_seeds_per_arm:.2f} | "
                   f"{f.power:.3f} | {f.mean_seeds_per_arm:.0f} | "
                   f"{1 - a.mean_trials / f.mean_trials:.0%} |")
@@ -59,7 +67,7 @@ def main() -> None:
     print("| effect (sd) | adaptive power | adaptive seeds/arm | fixed power | trials saved |")
     print("|--:|--:|--:|--:|--:|")
     for effect in (0.5, 1.0, 1.5, 2.0, 3.0):
-        a, f = simulate([effect], 1.0, schedule, StoppingRule(), args.power, seed=args.seed + 2)
+        a, f = simulate([effect], 1.0, schedule, rule(), args.power, seed=args.seed + 2)
         print(f"| {effect:g} | {a.power:.3f} | {a.mean_seeds_per_arm:.2f} | {f.power:.3f} | "
               f"{1 - a.mean_trials / f.mean_trials:.0%} |")
 

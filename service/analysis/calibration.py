@@ -24,7 +24,7 @@ from service.analysis.sequential import Schedule, StoppingRule, decide
 @dataclass(frozen=True)
 class Outcome:
     claims: dict[str, str]
-    """Per comparison: better, worse, no_effect, or undecided."""
+    """Per comparison: better, worse, no_effect, futile or undecided."""
     trials: int
     """Trials run: the baseline's seeds plus each variant's."""
 

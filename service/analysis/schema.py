@@ -201,7 +201,7 @@ class SequentialComparison(BaseModel):
     seed): its decision under the group-sequential procedure and why."""
 
     variant: str
-    decision: Literal["better", "worse", "no_effect", "continue", "undecided"]
+    decision: Literal["better", "worse", "no_effect", "futile", "continue", "undecided"]
     reason: str
     seeds: int
     looks_taken: int

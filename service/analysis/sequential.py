@@ -6,6 +6,9 @@ at look k it uses its first n_k seeds. Error control, for the whole family of co
 
 * across looks, alpha spending (``boundaries.t_boundaries``: bounds on the t statistic that are
   exact under normal differences, however few the seeds);
+* optionally, non-binding futility by conditional power (``StoppingRule.futility``): a
+  comparison that, at its current trend, would be unlikely to cross the last bound stops as
+  *futile*; giving up a chance to reject never raises the error rate;
 * across comparisons, Holm as a graphical procedure for group-sequential designs (Maurer &
   Bretz 2013): every comparison not yet shown starts at level alpha / m; once one is shown,
   the others are tested at alpha / (m - 1), and so on, against their whole path of looks so far
@@ -30,8 +33,8 @@ import numpy as np
 
 from service.analysis.boundaries import Spending, t_boundaries
 
-Decision = Literal["better", "worse", "no_effect", "continue", "undecided"]
-DECIDED: frozenset[str] = frozenset({"better", "worse", "no_effect"})
+Decision = Literal["better", "worse", "no_effect", "futile", "continue", "undecided"]
+DECIDED: frozenset[str] = frozenset({"better", "worse", "no_effect", "futile"})
 POWER = 0.8
 
 
@@ -58,6 +61,10 @@ class StoppingRule:
     """Differences smaller than this (metric units) are not worth having: a repeated CI inside
     (-min_effect, +min_effect) decides "no effect". None: no futility stopping."""
     higher_is_better: bool = True
+    futility: float | None = None
+    """Stop a comparison as *futile* when its conditional power (the chance that going on to
+    ``max`` seeds would cross the last bound, if the effect is what it looks like now) falls
+    under this. Non-binding: it only ever gives up a rejection, so alpha is kept. None: off."""
 
 
 @dataclass
@@ -230,12 +237,39 @@ def _futility_or_wait(name: str, path: list[tuple[float, float, float]],
             f"{k + 1} ({planned[k]} seeds)")
         return
     last = k == len(planned) - 1
+    if rule.futility is not None and not last:
+        power = conditional_power(t, planned[k], planned[-1], bounds[-1])
+        if power < rule.futility:
+            stopped_at[name] = k
+            results[name] = _result(
+                name, "futile", path, planned, bounds, level,
+                f"conditional power {power:.3f} < {rule.futility:g} at look {k + 1} "
+                f"({planned[k]} seeds): at the current trend, {planned[-1]} seeds would not "
+                "decide it")
+            return
     reason = (f"|t| {abs(t):.2f} under the bound {bounds[k]:.2f} at the last look "
               f"({planned[k]} seeds)" if last else
               f"|t| {abs(t):.2f} under the bound {bounds[k]:.2f} at look {k + 1} "
               f"({planned[k]} seeds); next look at {planned[k + 1]}")
     results[name] = _result(name, "undecided" if last else "continue", path, planned, bounds,
                             level, reason)
+
+
+def conditional_power(t: float, n: int, n_max: int, final_bound: float) -> float:
+    """Chance that the final look (``n_max`` seeds) crosses ``final_bound`` (either side),
+    given the paired t statistic ``t`` at ``n`` seeds and a true effect equal to the current
+    estimate (Lan & Wittes 1988, the B-value at information fraction f = n / n_max:
+    B(1) ~ N(z / sqrt(f), 1 - f)). t statistics and the t bound enter as their normal
+    equivalents (same tail probability)."""
+    from scipy import stats
+
+    if n >= n_max:
+        return float(abs(t) >= final_bound)
+    z = stats.norm.isf(stats.t.sf(abs(t), n - 1)) if math.isfinite(t) else math.inf
+    c = stats.norm.isf(stats.t.sf(final_bound, n_max - 1))
+    f = n / n_max
+    mean, sd = z / math.sqrt(f), math.sqrt(1.0 - f)
+    return float(stats.norm.sf((c - mean) / sd) + stats.norm.cdf((-c - mean) / sd))
 
 
 def _result(name: str, decision: Decision, path: list[tuple[float, float, float]],

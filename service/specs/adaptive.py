@@ -61,6 +61,12 @@ class Stopping(BaseModel):
         "units) are not worth having: a comparison whose repeated CI lies within +-min_effect "
         "stops as 'no effect'. Unset: only effects stop a comparison early")
 
+    futility: float | None = Field(
+        default=None, gt=0.0, lt=1.0, description="stop a comparison as 'futile' when the "
+        "chance that max seeds would decide it, at its current trend (conditional power), falls "
+        "under this (e.g. 0.1); non-binding, so alpha is kept. Unset: undecided comparisons run "
+        "to max")
+
     def rule(self, higher_is_better: bool) -> StoppingRule:
         return StoppingRule(alpha=self.alpha, spending=self.method, min_effect=self.min_effect,
-                            higher_is_better=higher_is_better)
+                            higher_is_better=higher_is_better, futility=self.futility)

@@ -8,6 +8,8 @@ Bounds used below (t scale, looks at 3, 4, 5 seeds, O'Brien-Fleming-like spendin
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from service.analysis.calibration import binomial_interval, simulate
 from service.analysis.sequential import (
     Schedule,
     StoppingRule,
+    conditional_power,
     decide,
     seeds_for_power,
     with_seeds_needed,
@@ -126,3 +129,35 @@ def test_a_large_effect_is_found_with_fewer_seeds_than_the_fixed_design() -> Non
                                experiments=300, seed=12)
     assert adaptive.power >= fixed.power - 0.01
     assert adaptive.mean_seeds_per_arm < 0.6 * fixed.mean_seeds_per_arm
+
+
+def test_conditional_power_from_the_b_value() -> None:
+    """Lan & Wittes (1988): B(f) = z sqrt(f); at the current trend B(1) ~ N(z / sqrt(f), 1 - f).
+    Many seeds make the t statistics normal: z 0 halfway gives 2 P(N(0,1) > 1.96 / sqrt(0.5))
+    = 0.00557; z 2 at a quarter gives P(N(4, 0.75) > 1.96) = 0.9908."""
+    from scipy import stats
+
+    c = stats.t.isf(0.025, 999)  # the last bound, two-sided 0.05, as a t quantile
+    assert conditional_power(0.0, 500, 1000, c) == pytest.approx(0.00557, abs=2e-4)
+    assert conditional_power(2.0, 250, 1000, c) == pytest.approx(0.9908, abs=2e-3)
+    assert conditional_power(-2.0, 250, 1000, c) == pytest.approx(0.9908, abs=2e-3)
+    assert conditional_power(math.inf, 3, 10, 3.0) == 1.0  # saturation: zero spread
+    assert conditional_power(1.0, 10, 10, 2.26) == 0.0  # at max: crossed or not
+
+
+def test_futility_stops_a_flat_comparison_and_never_a_clear_one() -> None:
+    flat = np.array([0.1, -0.1, 0.05, -0.05, 0.0, 0.1, -0.1, 0.0, 0.05, -0.05])
+    rule = StoppingRule(futility=0.1)
+    r = decide({"flat": flat, "clear": np.full(10, 5.0) + flat}, Schedule(3, 10, 1), rule, 1)
+    assert r["flat"].decision == "futile" and "conditional power" in r["flat"].reason
+    assert r["clear"].decision == "continue"  # a huge t, not yet past O'Brien-Fleming's bound
+    later = decide({"flat": flat, "clear": np.full(10, 5.0) + flat}, Schedule(3, 10, 1), rule, 4)
+    assert later["clear"].decision == "better" and later["flat"].seeds == 3
+
+
+def test_futility_keeps_the_a_a_rate_and_saves_seeds_on_nulls() -> None:
+    adaptive, fixed = simulate([0.0, 0.0, 0.0], 1.0, Schedule(3, 10, 1),
+                               StoppingRule(futility=0.1), experiments=1000, seed=13)
+    lo, _ = binomial_interval(round(adaptive.any_false_claim * 1000), 1000)
+    assert lo <= 0.05
+    assert adaptive.mean_seeds_per_arm < 0.7 * fixed.mean_seeds_per_arm
