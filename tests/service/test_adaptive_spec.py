@@ -29,6 +29,11 @@ def test_adaptive_seeds_plan_the_initial_seeds_and_keep_the_rule() -> None:
     assert s.first_seeds == [0, 1, 2] and s.max_seeds == 10
     assert s.adaptive is not None and s.adaptive.schedule().looks() == tuple(range(3, 11))
     assert s.stopping is not None and s.stopping.rule(True).spending == "pocock"
+    assert s.stopping.rule(True).futility is None  # off unless asked for
+    with_futility = AblationSpec.model_validate(spec(seeds={"initial": 3, "max": 10},
+                                                     stopping={"futility": 0.1}))
+    assert with_futility.stopping is not None
+    assert with_futility.stopping.rule(False).futility == 0.1
     e = expand(s, max_variants=8, max_trials=20)
     assert e.seeds == [0, 1, 2] and len(e.trials) == 6
     stored = spec_to_json(s)
@@ -52,6 +57,8 @@ def test_a_fixed_design_is_unchanged() -> None:
     ({"initial": 3, "max": 5}, {"alpha": 0.0}, "stopping.alpha", "greater than 0"),
     ({"initial": 3, "max": 5}, {"min_effect": -1}, "stopping.min_effect", "greater than 0"),
     ({"initial": 3, "max": 5}, {"method": "haybittle"}, "stopping.method", "obrien_fleming"),
+    ({"initial": 3, "max": 5}, {"futility": 1.0}, "stopping.futility", "less than 1"),
+    ({"initial": 3, "max": 5}, {"futility": 0}, "stopping.futility", "greater than 0"),
 ])
 def test_bad_adaptive_specs_name_the_field(seeds, stopping, field, says) -> None:
     body = spec(seeds=seeds, **({"stopping": stopping} if stopping else {}))
