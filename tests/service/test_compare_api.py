@@ -44,7 +44,8 @@ MLFLOW_UI = "http://127.0.0.1:5000"
 
 def plant_experiment(store: Store, spec: dict[str, Any] = SPEC, *,
                      skip: tuple[str, int] | None = UNFINISHED,
-                     one_seed: str | None = ONE_SEED) -> str:
+                     one_seed: str | None = ONE_SEED,
+                     prints: Any = None) -> str:
     """Create the experiment and finish its trials through the store, like the supervisor."""
     parsed = parse_spec(json.dumps(spec).encode())
     expansion = expand(parsed)
@@ -71,7 +72,8 @@ def plant_experiment(store: Store, spec: dict[str, Any] = SPEC, *,
             }
             store.mark_running(t.id, worker_pid=1)
             store.mark_finished(t.id, metrics=metrics, mlflow_run_id=f"run{t.id}",
-                                mlflow_experiment_id="7", steps=20, history=history)
+                                mlflow_experiment_id="7", steps=20, history=history,
+                                fingerprints=prints(v.name, t.seed) if prints else None)
     return exp.id
 
 
@@ -323,3 +325,28 @@ def test_comparison_artifacts_on_the_parent_run_once(client, tmp_path):
     kept = curves_to_store(long, ["mean_recall", "t2i_r1"], max_points=50)
     assert set(kept) == {"mean_recall", "val_t2i_r1"} and len(kept["mean_recall"]) == 50
     assert kept["mean_recall"][0] == (0, 0.0) and kept["mean_recall"][-1] == (999, 999.0)
+
+
+def test_fingerprints_stored_with_the_trials_decide_the_pairing(tmp_path):
+    """Trials finished through the store with fingerprints, as the supervisor stores them: the
+    arm whose data order differs at every seed is compared by Welch, and /compare says why."""
+    settings = Settings(data_dir=tmp_path, ray_address="http://127.0.0.1:9",
+                        mlflow_tracking_uri="http://127.0.0.1:9")
+    app = create_app(settings, reconcile=False)
+    with TestClient(app) as c:
+        store = app.state.store
+
+        def prints(variant: str, seed: int) -> dict[str, str]:
+            order = f"other-{seed}" if variant == "ITC=on,HN=off" else f"o{seed}"
+            return {"data_order": order, "init.model.text": f"w{seed}"}
+
+        exp_id = plant_experiment(store, skip=None, one_seed=None, prints=prints)
+        a = c.get(f"/experiments/{exp_id}/compare").json()
+        by = {v["name"]: v["vs_baseline"].get("mean_recall") for v in a["variants"]}
+        assert by["ITC=off,HN=on"]["test"] == "paired_t"
+        assert by["ITC=off,HN=on"]["pairing"] == "verified"
+        broken = by["ITC=on,HN=off"]
+        assert broken["test"] == "welch_t"
+        assert broken["pairing"] == "broken: data_order differs at seeds 0, 1, 2"
+        md = c.get(f"/experiments/{exp_id}/compare", params={"format": "markdown"}).text
+        assert "ITC=on,HN=off vs ITC=off,HN=off: pairing broken: data_order differs" in md
