@@ -24,11 +24,13 @@ from trainer.checkpoint import load_latest, rng_state, save_atomic, set_rng_stat
 from trainer.config import RuntimeConfig, TrainConfig
 from trainer.cost import step_flops, steps_for_flops
 from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histograms
+from trainer.distributed import DataParallel
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
 from trainer.fingerprints import trial_fingerprints
 from trainer.model.forward import Batch
 from trainer.model.pretrainer import Pretrainer, StepOutput
-from trainer.streams import RandomStreams
+from trainer.sampler import PairSampler
+from trainer.streams import RandomStreams, derive_seed
 from trainer.warm_start import ensure_warm_start, vocab_info
 
 
@@ -80,43 +82,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class PairSampler:
-    """Shuffled (image, caption) pairs, one permutation per epoch seeded by (seed, epoch), so
-    the data position (epoch, offset) is all a checkpoint needs to resume the same stream."""
-
-    def __init__(self, num_pairs: int, batch_size: int, seed: int) -> None:
-        if num_pairs < batch_size:
-            raise ValueError(
-                f"data.batch_size: {batch_size} exceeds the {num_pairs} training pairs"
-            )
-        self.num_pairs, self.batch_size, self.seed = num_pairs, batch_size, seed
-        self.epoch, self.offset = 0, 0
-        self._perm: torch.Tensor | None = None
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.num_pairs // self.batch_size
-
-    def _permutation(self) -> torch.Tensor:
-        if self._perm is None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            self._perm = torch.randperm(self.num_pairs, generator=g)
-        return self._perm
-
-    def next(self) -> torch.Tensor:
-        if self.offset + self.batch_size > self.num_pairs:  # drop the ragged tail
-            self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
-        idx = self._permutation()[self.offset : self.offset + self.batch_size]
-        self.offset += self.batch_size
-        return idx
-
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def load(self, state: dict[str, int]) -> None:
-        self.epoch, self.offset, self._perm = state["epoch"], state["offset"], None
-
-
 class Trainer:
     """Holds everything one run needs; ``run()`` trains to the end (resuming if it can)."""
 
@@ -132,6 +97,13 @@ class Trainer:
     ) -> None:
         self.cfg, self.seed = cfg, seed
         self.checkpoint_dir = checkpoint_dir
+        self.dp = DataParallel.current()
+        """Data-parallel workers (``trainer.distributed``): each runs this trainer on its shard
+        of every global batch; rank 0 alone logs, reports and writes checkpoints."""
+        if self.dp is not None:
+            self.dp.shard_size(cfg.data.batch_size)
+            if self.dp.rank:
+                logger = progress = None
         self.logger, self.progress = logger, progress
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
@@ -154,7 +126,8 @@ class Trainer:
         self.sampler = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
         self.train_patch_histograms = self._patch_histograms(self.train_split)
         first = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
-        first_batches = [self.batch(first.next()) for _ in range(cfg.optim.accumulation_steps)]
+        first_batches = [self.batch(first.next(), whole=True)  # the global batch's FLOPs
+                         for _ in range(cfg.optim.accumulation_steps)]
         self.flops_per_step = step_flops(
             self.pretrainer, first_batches,
             seed=seed, autocast=lambda: autocast_for(self.device, cfg.runtime),
@@ -170,6 +143,9 @@ class Trainer:
             self.pretrainer.model, dict(self.pretrainer.objectives.items()), self.streams,
             first._permutation(), cfg.data.batch_size,
         )
+        self.pretrainer.data_parallel = self.dp
+        if self.dp is not None and self.dp.rank:  # its own dropout draws (same init as rank 0)
+            torch.manual_seed(derive_seed(seed, f"torch@rank{self.dp.rank}"))
         self.optimizer = torch.optim.AdamW(
             self.pretrainer.parameter_groups(cfg.optim.weight_decay),
             lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps,
@@ -201,8 +177,15 @@ class Trainer:
     def save(self) -> None:
         if self.checkpoint_dir is None:
             return
+        per_rank = {}
+        if self.dp is not None:  # every worker's own RNG and streams, written by rank 0
+            per_rank["ranks"] = self.dp.gather_objects(
+                {"rng": rng_state(), "streams": self.streams.state()})
+            if self.dp.rank:
+                return
         save_atomic(
             {
+                **per_rank,
                 "step": self.step,
                 "model": self.pretrainer.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -234,6 +217,10 @@ class Trainer:
         self.sampler.load(ckpt["sampler"])
         set_rng_state(ckpt["rng"])
         self.streams.load(ckpt.get("streams", {}))
+        ranks = ckpt.get("ranks", [])
+        if self.dp is not None and len(ranks) == self.dp.world:  # the same workers: each its own
+            set_rng_state(ranks[self.dp.rank]["rng"])
+            self.streams.load(ranks[self.dp.rank]["streams"])
         self.train_seconds = float(ckpt.get("train_seconds", 0.0))
         self.history = ckpt["history"]
         self.step = ckpt["step"]
@@ -248,10 +235,14 @@ class Trainer:
             return None
         return patch_histograms(split.label_maps, self.cfg.model.vision.patch_size)
 
-    def batch(self, idx: torch.Tensor) -> Batch:
+    def batch(self, idx: torch.Tensor, *, whole: bool = False) -> Batch:
+        """The pairs ``idx`` (a global batch): this data-parallel worker's shard of them unless
+        ``whole``, trimmed to the global batch's longest caption (the same on every worker)."""
+        length = int(self.train_mask[idx].sum(dim=1).max())  # padding every caption has
+        if self.dp is not None and not whole:
+            idx = self.dp.shard(idx)
         image_ids = self.train_split.caption_image[idx]
         mask = self.train_mask[idx]
-        length = int(mask.sum(dim=1).max())  # trim padding every caption of the batch has
         hist = self.train_patch_histograms
         return Batch(
             self.train_split.load_images(image_ids),
@@ -275,7 +266,8 @@ class Trainer:
             with autocast:
                 out = self.step_fn(batch, alpha_ramp=ramp, step=self.step)
             loss = out.loss / accum
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss)) if self.dp is None else self.dp.all_finite(loss)
+            if not finite:
                 terms = ", ".join(f"{k}={float(v):.4g}" for k, v in out.terms.items())
                 raise TrialDiverged(
                     f"diverged at step {self.step + 1}: loss {float(loss.detach())} ({terms})"
@@ -285,6 +277,9 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
             for k, value in out.logs.items():
                 sums[k] = sums.get(k, 0.0) + value / accum
+        if self.dp is not None:  # the global batch's gradient and losses
+            self.dp.average_gradients(self.pretrainer.parameters())
+            sums = self.dp.mean_logs(sums)
         if self.cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.pretrainer.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()

@@ -13,6 +13,7 @@ from functools import cached_property
 import torch
 from torch import Tensor, nn
 
+from trainer.distributed import DataParallel, rank_stream_name
 from trainer.model.interface import RelationMaps, VisionLanguageModel
 from trainer.streams import RandomStreams
 
@@ -72,10 +73,14 @@ class StepContext:
         alpha_ramp: float,
         step: int,
         streams: RandomStreams | None = None,
+        data_parallel: DataParallel | None = None,
     ) -> None:
         self.model = model
         self.streams = streams
         """The trial's named random streams; None (tests) draws from torch's global one."""
+        self.dp = data_parallel
+        """This worker's place among data-parallel workers (``trainer.distributed``); None
+        for 1 worker, where every ``*_all`` property is its local counterpart."""
         self.momentum_model = momentum_model
         self.batch = batch
         self.alpha_ramp = alpha_ramp
@@ -86,8 +91,31 @@ class StepContext:
         MLM's heads, ITM's hard negatives ITC's temperature)."""
 
     def generator(self, name: str) -> torch.Generator | None:
-        """The CPU generator of stream ``name`` (see ``trainer.streams``), or None."""
+        """The CPU generator of stream ``name`` (see ``trainer.streams``), or None; private to
+        this data-parallel worker (``trainer.distributed.rank_stream_name``)."""
+        if self.streams is None:
+            return None
+        return self.streams.generator(rank_stream_name(name, self.dp))
+
+    def shared_generator(self, name: str) -> torch.Generator | None:
+        """Stream ``name`` as every data-parallel worker holds it: for an objective that draws
+        for the global batch (``global_rows``) and keeps this worker's rows."""
         return None if self.streams is None else self.streams.generator(name)
+
+    @property
+    def global_rows(self) -> tuple[slice, int]:
+        """(this worker's rows of the global batch, the global batch size)."""
+        n = len(self.batch)
+        if self.dp is None:
+            return slice(0, n), n
+        return self.dp.rows(n), n * self.dp.world
+
+    def gather(self, x: Tensor) -> Tensor:
+        """``x`` over the global batch, with gradient to this worker's rows (1 worker: ``x``)."""
+        return x if self.dp is None else self.dp.gather(x)
+
+    def gather_detached(self, x: Tensor) -> Tensor:
+        return x if self.dp is None else self.dp.gather_detached(x)
 
     # ---- online model ---------------------------------------------------------------------
     @cached_property
@@ -105,6 +133,19 @@ class StepContext:
     @cached_property
     def text_feat(self) -> Tensor:
         return self.model.text_feat(self.text_embeds, self.batch.attention_mask)
+
+    @cached_property
+    def image_feat_all(self) -> Tensor:
+        """[B_global,D] every worker's ``image_feat``, with gradient (ITC's in-batch keys)."""
+        return self.gather(self.image_feat)
+
+    @cached_property
+    def text_feat_all(self) -> Tensor:
+        return self.gather(self.text_feat)
+
+    @cached_property
+    def image_ids_all(self) -> Tensor:
+        return self.gather_detached(self.batch.image_ids)
 
     @cached_property
     def image_states(self) -> Tensor:
@@ -125,6 +166,15 @@ class StepContext:
         """[B,B] True where two pairs show the same image."""
         ids = self.batch.image_ids
         return ids[:, None] == ids[None, :]
+
+    @cached_property
+    def image_feat_m_all(self) -> Tensor:
+        """[B_global,D] every worker's momentum keys (no gradient)."""
+        return self.gather_detached(self.image_feat_m)
+
+    @cached_property
+    def text_feat_m_all(self) -> Tensor:
+        return self.gather_detached(self.text_feat_m)
 
     # ---- momentum model (no gradients) ----------------------------------------------------
     def _momentum(self) -> VisionLanguageModel:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from trainer.config import TrainConfig
+from trainer.distributed import DataParallel
 from trainer.model.build import build_model
 from trainer.model.forward import Batch, StepContext, VocabInfo
 from trainer.model.momentum import frozen_copy, momentum_update
@@ -49,6 +50,8 @@ class Pretrainer(nn.Module):
         self.model_m = frozen_copy(self.model) if needs_momentum else None
         self.streams: RandomStreams | None = None
         """Set by the trainer: the trial's named random streams (``trainer.streams``)."""
+        self.data_parallel: DataParallel | None = None
+        """Set by the trainer when it runs as one of several data-parallel workers."""
 
     def start_from(self, warm: WarmStart) -> None:
         """Load the shared warm start into the encoders (and their EMA copy, which must start
@@ -74,7 +77,7 @@ class Pretrainer(nn.Module):
         if self.training:
             momentum_update(self.momentum_pairs(), self.cfg.model.momentum)
         ctx = StepContext(self.model, self.model_m, batch, alpha_ramp=alpha_ramp, step=step,
-                          streams=self.streams)
+                          streams=self.streams, data_parallel=self.data_parallel)
         objectives = self.enabled()
         ctx.objectives = dict(objectives)
         total: Tensor | None = None

@@ -98,28 +98,30 @@ class ITC(Objective):
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         temp = self.current_temp()
-        ids = ctx.batch.image_ids
+        # this worker's rows score against the global batch's keys (``*_all``: gathered over
+        # data-parallel workers, the local tensors themselves for 1 worker)
+        ids, ids_all = ctx.batch.image_ids, ctx.image_ids_all
         if self.cfg.queue:
             filled = self.idx_queue >= 0  # slots not yet written hold no key
-            image_keys = torch.cat([ctx.image_feat_m, self.image_queue[filled]])
-            text_keys = torch.cat([ctx.text_feat_m, self.text_queue[filled]])
-            key_ids = torch.cat([ids, self.idx_queue[filled]])
+            image_keys = torch.cat([ctx.image_feat_m_all, self.image_queue[filled]])
+            text_keys = torch.cat([ctx.text_feat_m_all, self.text_queue[filled]])
+            key_ids = torch.cat([ids_all, self.idx_queue[filled]])
         else:
-            image_keys, text_keys, key_ids = ctx.image_feat, ctx.text_feat, ids
+            image_keys, text_keys, key_ids = ctx.image_feat_all, ctx.text_feat_all, ids_all
         positives = ids[:, None] == key_ids[None, :]
         soft_i2t = soft_t2i = None
         if self.cfg.distill:
             with torch.no_grad():
-                m_img_keys = image_keys if self.cfg.queue else ctx.image_feat_m
-                m_txt_keys = text_keys if self.cfg.queue else ctx.text_feat_m
+                m_img_keys = image_keys if self.cfg.queue else ctx.image_feat_m_all
+                m_txt_keys = text_keys if self.cfg.queue else ctx.text_feat_m_all
                 soft_i2t = F.softmax(ctx.image_feat_m @ m_txt_keys.t() / temp, dim=1)
                 soft_t2i = F.softmax(ctx.text_feat_m @ m_img_keys.t() / temp, dim=1)
         loss = itc_loss(
             ctx.image_feat, ctx.text_feat, image_keys, text_keys, positives, temp,
             soft_i2t, soft_t2i, self.cfg.alpha * ctx.alpha_ramp,
         )
-        if self.cfg.queue and self.training:
-            self._enqueue(ctx.image_feat_m, ctx.text_feat_m, ids)
+        if self.cfg.queue and self.training:  # all workers enqueue the same global keys
+            self._enqueue(ctx.image_feat_m_all, ctx.text_feat_m_all, ids_all)
         return ObjectiveOutput(loss, {"temp": float(temp.detach())})
 
     @torch.no_grad()

@@ -84,21 +84,25 @@ class ITM(Objective):
         return logits[:, 1] - logits[:, 0]
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
+        """Negatives for all rows of the global batch are drawn on every data-parallel worker
+        alike (the shared stream, gathered features), as 1 worker draws them; each worker keeps
+        its rows' picks and takes their candidates from the gathered embeddings."""
         b = ctx.batch
         image, text, mask = ctx.image_embeds, ctx.text_embeds, b.attention_mask
-        positives = ctx.positives
+        ids_all = ctx.image_ids_all
+        positives = ids_all[:, None] == ids_all[None, :]
         sim_t2i = sim_i2t = None
         itc = lookup(ctx.objectives, ITC)
         if self.cfg.hard_negatives:
             # read the shared features outside no_grad so that ITC, if on, keeps their graph
-            text_feat, image_feat = ctx.text_feat.detach(), ctx.image_feat.detach()
+            text_feat, image_feat = ctx.text_feat_all.detach(), ctx.image_feat_all.detach()
             if itc is not None and itc.cfg.queue:  # ITC's keys are momentum features: ALBEF
-                sim_t2i = text_feat @ ctx.image_feat_m.t()
-                sim_i2t = image_feat @ ctx.text_feat_m.t()
+                sim_t2i = text_feat @ ctx.image_feat_m_all.t()
+                sim_i2t = image_feat @ ctx.text_feat_m_all.t()
             else:
                 sim_t2i = text_feat @ image_feat.t()
                 sim_i2t = sim_t2i.t()
-        gen = ctx.generator("itm")
+        gen = ctx.shared_generator("itm")
         with torch.no_grad():
             # ITC's temperature as ITC uses it this step (read, never clamped in place here:
             # ITC's graph holds the parameter)
@@ -108,11 +112,18 @@ class ITM(Objective):
             )
             text_rows, neg_image = sample_negatives(negative_weights(sim_t2i, positives, temp), gen)
             image_rows, neg_text = sample_negatives(negative_weights(sim_i2t, positives, temp), gen)
+        rows, global_size = ctx.global_rows
+        global_count = global_size + len(text_rows) + len(image_rows)
+        if ctx.dp is not None:  # this worker's rows (local indices), candidates stay global
+            text_rows, neg_image = _local(text_rows, neg_image, rows)
+            image_rows, neg_text = _local(image_rows, neg_text, rows)
+        image_all, text_all = ctx.gather(image), ctx.gather(text)
+        mask_all = ctx.gather_detached(mask)
         # positives, (text, negative image), (negative text, image) in one fusion pass
         fused = ctx.model.fuse(
-            torch.cat([text, text[text_rows], text[neg_text]]),
-            torch.cat([mask, mask[text_rows], mask[neg_text]]),
-            torch.cat([image, image[neg_image], image[image_rows]]),
+            torch.cat([text, text[text_rows], text_all[neg_text]]),
+            torch.cat([mask, mask[text_rows], mask_all[neg_text]]),
+            torch.cat([image, image_all[neg_image], image[image_rows]]),
         )
         logits = self.head(fused[:, 0])
         labels = torch.cat([
@@ -121,4 +132,12 @@ class ITM(Objective):
         ])
         loss = F.cross_entropy(logits.float(), labels)
         acc = (logits.argmax(dim=1) == labels).float().mean()
+        if ctx.dp is not None:  # averaged over workers: the mean over every worker's rows
+            loss = ctx.dp.global_mean(loss, len(labels), global_count)
         return ObjectiveOutput(loss, {"itm_acc": float(acc)})
+
+
+def _local(rows: Tensor, picks: Tensor, mine: slice) -> tuple[Tensor, Tensor]:
+    """The (row, pick) pairs whose row is one of this worker's, rows made local."""
+    keep = (rows >= mine.start) & (rows < mine.stop)
+    return rows[keep] - mine.start, picks[keep]

@@ -27,17 +27,26 @@ IGNORE = -100
 
 
 def mask_tokens(
-    input_ids: Tensor, vocab: VocabInfo, cfg: MLMConfig, generator: torch.Generator | None = None
+    input_ids: Tensor, vocab: VocabInfo, cfg: MLMConfig, generator: torch.Generator | None = None,
+    global_rows: tuple[slice, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """BERT masking: choose ``mask_prob`` of the non-special tokens; of those 80% -> [MASK],
-    10% -> a random token, 10% unchanged. Returns (masked ids, labels with -100 elsewhere)."""
+    10% -> a random token, 10% unchanged. Returns (masked ids, labels with -100 elsewhere).
+
+    With ``global_rows`` (these rows of a global batch of that many rows: a data-parallel
+    worker's shard) the draws are made for the whole global batch and these rows kept, so the
+    workers together mask exactly what 1 worker masks in the global batch."""
     device = input_ids.device
     special = torch.zeros_like(input_ids, dtype=torch.bool)
     for sid in vocab.special_ids:
         special |= input_ids == sid
+    shape = input_ids.shape
+    rows = slice(None)
+    if global_rows is not None:
+        rows, shape = global_rows[0], torch.Size([global_rows[1], *input_ids.shape[1:]])
 
     def draw(p: float) -> Tensor:
-        u = torch.rand(input_ids.shape, generator=generator, device="cpu").to(device)
+        u = torch.rand(shape, generator=generator, device="cpu")[rows].to(device)
         return u < p
 
     chosen = draw(cfg.mask_prob) & ~special
@@ -45,7 +54,7 @@ def mask_tokens(
     to_mask = chosen & draw(cfg.mask_token_frac)
     remaining = cfg.random_token_frac / max(1e-12, 1.0 - cfg.mask_token_frac)
     to_random = chosen & ~to_mask & draw(remaining)
-    random_ids = torch.randint(vocab.size, input_ids.shape, generator=generator).to(device)
+    random_ids = torch.randint(vocab.size, shape, generator=generator)[rows].to(device)
     masked = input_ids.masked_fill(to_mask, vocab.mask_id)
     masked = torch.where(to_random, random_ids, masked)
     return masked, labels
@@ -94,7 +103,9 @@ class MLM(Objective):
 
     def forward(self, ctx: StepContext) -> ObjectiveOutput:
         b = ctx.batch
-        ids, labels = mask_tokens(b.input_ids, self.env.vocab, self.cfg, ctx.generator("mlm"))
+        # the global batch's masks from the stream every data-parallel worker shares
+        ids, labels = mask_tokens(b.input_ids, self.env.vocab, self.cfg,
+                                  ctx.shared_generator("mlm"), ctx.global_rows)
         text = ctx.model.encode_text(ids, b.attention_mask)
         logits = self.head(ctx.model.fuse(text, b.attention_mask, ctx.image_embeds))
         soft = None
@@ -107,5 +118,8 @@ class MLM(Objective):
                 soft = F.softmax(self.head_m(fused_m).float(), dim=-1)
         loss = mlm_loss(logits, labels, soft, self.cfg.alpha * ctx.alpha_ramp)
         chosen = labels != IGNORE
+        if ctx.dp is not None:  # averaged over workers: the mean over all masked tokens
+            local = int(chosen.sum())
+            loss = ctx.dp.global_mean(loss, local, ctx.dp.sum_int(local))
         acc = (logits.argmax(-1)[chosen] == labels[chosen]).float().mean() if chosen.any() else 0
         return ObjectiveOutput(loss, {"mlm_acc": float(acc)})
