@@ -81,6 +81,7 @@ def plan(body: bytes, settings: Settings, *, as_json: bool = False) -> Plan:
     spec = parse_spec(body, as_json=as_json)
     expansion = expand(spec, max_variants=settings.max_variants, max_trials=settings.max_trials)
     refuse_unconfined_paths(expansion, settings)
+    refuse_unsplittable_batches(expansion, spec.resources.workers)
     return Plan(spec=spec, expansion=expansion, variants=new_variants(expansion))
 
 
@@ -91,6 +92,17 @@ def refuse_unconfined_paths(expansion: Expansion, settings: Settings) -> None:
         for refusal in check_config_paths(v.config, settings):
             errors.append({"field": f"variants[{v.name}].{refusal.field}",
                            "reason": refusal.reason})
+    if errors:
+        raise SpecError(errors)
+
+
+def refuse_unsplittable_batches(expansion: Expansion, workers: int) -> None:
+    """SpecError naming each variant whose batch does not split evenly over the data-parallel
+    workers (each trains on ``data.batch_size / workers`` rows of every batch)."""
+    errors = [{"field": f"variants[{v.name}].data.batch_size",
+               "reason": f"{v.config.data.batch_size} does not split evenly over "
+                         f"resources.workers = {workers}"}
+              for v in expansion.variants if v.config.data.batch_size % workers]
     if errors:
         raise SpecError(errors)
 

@@ -21,8 +21,6 @@ import logging
 import os
 import socket
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +28,7 @@ from pydantic import ValidationError
 from service.looks import add_next_look
 from service.mlflow_names import mlflow_experiment_name, trial_tags
 from service.paths import check_config_paths
+from service.progress import store_progress
 from service.schedulable import wait_until_fits
 from service.settings import Settings
 from service.specs import RunOptions
@@ -38,7 +37,6 @@ from trainer.config import ConfigError, TrainConfig  # torch-free
 
 log = logging.getLogger("service.supervisor")
 
-PROGRESS_EVERY_S = 0.5
 CURVE_POINTS = 200
 """Most points kept per stored learning curve (evenly thinned, first and last kept)."""
 
@@ -76,19 +74,6 @@ def trial_plan(store: Store, exp_id: str) -> dict[int, dict[str, Any]]:
                     "levels": variant.levels,
                 }
     return plan
-
-
-def throttled(fn: Callable[[Any], None], every_s: float) -> Callable[[Any], None]:
-    """Call ``fn`` at most every ``every_s`` seconds, but always for the last step."""
-    last = [0.0]
-
-    def call(p: Any) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every_s or p.step >= p.total_steps:
-            last[0] = now
-            fn(p)
-
-    return call
 
 
 def pin_threads_to_assigned_cpus(config: Any) -> None:
@@ -136,24 +121,25 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
             return {"failed": 1.0}
         pin_threads_to_assigned_cpus(config)
         ckpt = settings.checkpoint_dir(exp_ctx["experiment_id"], trial["trial_key"])
-        report = throttled(
-            lambda p: store.update_progress(trial_id, p.step, p.total_steps, p.metrics),
-            PROGRESS_EVERY_S,
-        )
+        report = store_progress(store, trial_id)
+        kwargs = {
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "experiment_id": exp_ctx["mlflow_experiment_id"],
+            "experiment_name": exp_ctx["mlflow_experiment_name"],
+            "trial_key": trial["trial_key"],
+            "run_name": f"{trial['variant']} seed={trial['seed']}",
+            "tags": trial_tags(exp_ctx["experiment_id"], trial_id, trial["variant"],
+                               trial["seed"], trial["levels"]),
+            "parent_run_id": exp_ctx["mlflow_parent_run_id"],
+            "checkpoint_dir": ckpt,
+        }
         try:
-            result = run_trial(
-                config, trial["seed"],
-                tracking_uri=settings.mlflow_tracking_uri,
-                experiment_id=exp_ctx["mlflow_experiment_id"],
-                experiment_name=exp_ctx["mlflow_experiment_name"],
-                trial_key=trial["trial_key"],
-                run_name=f"{trial['variant']} seed={trial['seed']}",
-                tags=trial_tags(exp_ctx["experiment_id"], trial_id, trial["variant"],
-                                trial["seed"], trial["levels"]),
-                parent_run_id=exp_ctx["mlflow_parent_run_id"],
-                checkpoint_dir=ckpt,
-                progress=report,
-            )
+            if exp_ctx.get("workers", 1) > 1:  # rank 0 of a Ray Train run reports progress
+                from service.data_parallel import run_data_parallel
+
+                result = run_data_parallel(trial, exp_ctx, kwargs, attempt=view.attempts)
+            else:
+                result = run_trial(config, trial["seed"], progress=report, **kwargs)
         except (TrialDiverged, ConfigError) as err:
             store.mark_failed(trial_id, f"{type(err).__name__}: {err}")
             return {"failed": 1.0}
@@ -273,7 +259,7 @@ def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: S
     import ray
     from ray import tune
 
-    exp_ctx = {
+    exp_ctx: dict[str, Any] = {
         "experiment_id": exp.id,
         "mlflow_experiment_id": exp.mlflow_experiment_id,
         "mlflow_experiment_name": mlflow_experiment_name(exp),
@@ -281,10 +267,23 @@ def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: S
         "max_retries": settings.max_retries,
         "metrics": options.tracked_metrics(),
     }
-    cluster_cpus = ray.cluster_resources().get("CPU", options.resources.cpus)
-    arms_cpus = options.resources.cpus * (options.max_concurrent_trials or len(plan))
-    run_warm_starts(plan, settings, max(options.resources.cpus, min(arms_cpus, cluster_cpus)))
-    resources = {"cpu": options.resources.cpus, "gpu": options.resources.gpus}
+    res, per_worker = options.resources, options.resources.per_worker()
+    cluster = ray.cluster_resources()
+    cluster_cpus = cluster.get("CPU", res.trial_cpus)
+    arms_cpus = res.trial_cpus * (options.max_concurrent_trials or len(plan))
+    run_warm_starts(plan, settings, max(per_worker["cpus"], min(arms_cpus, cluster_cpus)))
+    resources: dict[str, float] = {"cpu": res.cpus, "gpu": res.gpus}
+    concurrent = options.max_concurrent_trials
+    if res.workers > 1:  # the Tune trial only waits on its Ray Train workers
+        from service.data_parallel import DRIVER_RESOURCES, worker_resources
+
+        exp_ctx.update(workers=res.workers, train_storage=str(settings.data_dir / "train"),
+                       resources=worker_resources(res.workers, per_worker))
+        resources = dict(DRIVER_RESOURCES)
+        fit = int(cluster_cpus // res.trial_cpus)
+        if per_worker["gpus"] > 0:
+            fit = min(fit, int(cluster.get("GPU", 0.0) // (per_worker["gpus"] * res.workers)))
+        concurrent = max(1, min(concurrent or fit, fit))
     trainable = tune.with_resources(
         tune.with_parameters(_tune_trainable, plan=plan, exp_ctx=exp_ctx), resources
     )
@@ -292,7 +291,7 @@ def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: S
         trainable,
         param_space={"trial_id": tune.grid_search(sorted(plan))},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=options.max_concurrent_trials,
+            max_concurrent_trials=concurrent,
             # A worker runs trial after trial: torch and the trainer are imported once per
             # worker, not once per trial. Each attempt records the PID it runs in, so a
             # killed worker still fails (and retries) exactly the trial it was running.
@@ -328,7 +327,7 @@ def supervise(exp_id: str, settings: Settings) -> int:
     log.info("experiment %s: %d runnable trials", exp_id, len(plan))
     if plan:
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
-        unfit = wait_until_fits(options.resources.model_dump(), ray.nodes,
+        unfit = wait_until_fits(options.resources.per_worker(), ray.nodes,
                                 settings.unschedulable_after_s)
         if unfit is not None:
             log.warning("experiment %s: %s", exp_id, unfit)

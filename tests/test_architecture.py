@@ -101,7 +101,8 @@ def test_the_trainer_never_imports_the_service(graph) -> None:
     ("uvicorn", ("service.api", "service.processes")),
     ("sqlalchemy", ("service.store", "service.migrations")),
     ("alembic", ("service.store", "service.migrations")),
-    ("ray", ("service.execution", "service.supervisor", "service.ray_node")),
+    ("ray", ("service.execution", "service.supervisor", "service.ray_node",
+             "service.data_parallel")),
     ("mlflow", ("service.parent_runs", "trainer.tracking")),
 ])
 def test_each_outside_system_is_reached_from_its_own_room(graph, library, allowed) -> None:

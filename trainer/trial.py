@@ -40,8 +40,13 @@ def run_trial(
     tags: dict[str, str] | None = None,
     parent_run_id: str | None = None,
     progress: Callable[[Progress], None] | None = None,
+    will_train: Callable[[bool], None] | None = None,
 ) -> TrialResult:
-    """Train one trial inside its MLflow run; the run ends FINISHED or FAILED, never RUNNING."""
+    """Train one trial inside its MLflow run; the run ends FINISHED or FAILED, never RUNNING.
+
+    ``will_train`` hears, before anything is trained, whether this call trains (False: the run
+    already FINISHED and its recorded result is returned): rank 0 of data-parallel workers
+    tells the others with it whether to join."""
     key = trial_key or keys.trial_key(config, seed)
     warm_key = None
     if config.init.warm_start:  # its own MLflow run, computed once and shared across trials
@@ -62,6 +67,8 @@ def run_trial(
         parent_run_id=parent_run_id, torch_threads=config.runtime.threads,
     )
     done = run.finished_metrics()
+    if will_train is not None:
+        will_train(done is None)
     if done is not None:
         return TrialResult(
             done["metrics"], run.run_id or "", done["steps"], done["protocol"],

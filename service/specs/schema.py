@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from service.specs.adaptive import AdaptiveSeeds, Stopping
+from service.specs.resources import Resources
 from service.specs.schema_rules import (
     EXAMPLE,
     LEVEL_VALUE_OR_SET,
@@ -110,13 +111,6 @@ class MetricsSpec(_Strict):
     primary: Annotated[str, METRIC_NAME] = "mean_recall"
     reported: list[Annotated[str, METRIC_NAME]] = Field(
         default_factory=lambda: list(DEFAULT_REPORTED))
-
-
-class Resources(_Strict):
-    """What one trial reserves in Ray (fractions allowed)."""
-
-    cpus: float = Field(default=1.0, gt=0.0)
-    gpus: float = Field(default=0.0, ge=0.0)
 
 
 class RunOptions(BaseModel):

@@ -43,6 +43,14 @@ PLAIN_LEVELS_NEED_PATH: dict[str, Any] = {"anyOf": [
 factor's ``path``; levels that are all ``{set: ...}`` do not."""
 
 
+PER_WORKER_NEEDS_WORKERS: dict[str, Any] = {"anyOf": [
+    {"required": ["workers"], "properties": {"workers": {"minimum": 2}}},
+    {"not": {"anyOf": [{"required": ["cpus_per_worker"]}, {"required": ["gpus_per_worker"]}]}},
+]}
+"""``Resources._per_worker_only_with_workers``: ``cpus_per_worker``/``gpus_per_worker`` only
+with ``workers`` > 1."""
+
+
 class OrPlainValue:
     """A factor's level: the ``Level`` mapping or any plain (non-mapping) value, which
     ``Factor._wrap_plain_values`` turns into ``{value: ...}``."""

@@ -54,6 +54,9 @@ ACCEPTED = {
     "seeds at their bounds": spec(seeds=[0, 2**31 - 1]),
     "the largest seed count": spec(seeds=10_000),
     "whole resources": spec(resources={"cpus": 2, "gpus": 0}),
+    "data-parallel workers": spec(resources={"workers": 2, "cpus_per_worker": 1,
+                                             "gpus_per_worker": 0.5}),
+    "workers without per-worker resources": spec(resources={"workers": 4}),
 }
 
 REFUSED = {
@@ -93,6 +96,10 @@ REFUSED = {
     "cpus as text": spec(resources={"cpus": "1"}),
     "no cpus": spec(resources={"cpus": 0}),
     "no concurrency": spec(max_concurrent_trials=0),
+    "no workers": spec(resources={"workers": 0}),
+    "per-worker cpus with one worker": spec(resources={"cpus_per_worker": 1}),
+    "per-worker gpus with workers 1": spec(resources={"workers": 1, "gpus_per_worker": 1}),
+    "no cpus per worker": spec(resources={"workers": 2, "cpus_per_worker": 0}),
     "an empty name": spec(name=""),
     "a name past 200 characters": spec(name="n" * 201),
     "an unknown field": spec(colour="red"),
