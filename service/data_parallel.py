@@ -29,7 +29,9 @@ RESULT = "trial_result"
 
 
 def torch_backend(gpus_per_worker: float) -> str:
-    return "nccl" if gpus_per_worker > 0 else "gloo"
+    """nccl when each worker has whole GPUs; gloo on CPU, and with GPU fractions, where two
+    workers may share a device (NCCL refuses two ranks on one)."""
+    return "nccl" if gpus_per_worker >= 1 else "gloo"
 
 
 def worker_resources(workers: int, per_worker: dict[str, float]) -> dict[str, Any]:
