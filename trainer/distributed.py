@@ -62,6 +62,9 @@ class DataParallel:
 
     rank: int
     world: int
+    device: str = "cpu"
+    """Where the small tensors of collectives live: the current GPU under nccl (which takes
+    only CUDA tensors), else the CPU."""
 
     @classmethod
     def current(cls) -> DataParallel | None:
@@ -69,7 +72,10 @@ class DataParallel:
         if not (dist.is_available() and dist.is_initialized()):
             return None
         world = dist.get_world_size()
-        return cls(dist.get_rank(), world) if world > 1 else None
+        if world == 1:
+            return None
+        nccl = dist.get_backend() == "nccl"
+        return cls(dist.get_rank(), world, f"cuda:{torch.cuda.current_device()}" if nccl else "cpu")
 
     def shard_size(self, global_size: int, what: str = "data.batch_size") -> int:
         if global_size % self.world:
@@ -100,7 +106,7 @@ class DataParallel:
 
     @torch.no_grad()
     def sum_int(self, value: int) -> int:
-        t = torch.tensor([value], dtype=torch.long)
+        t = torch.tensor([value], dtype=torch.long, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return int(t.item())
 
@@ -114,7 +120,7 @@ class DataParallel:
     @torch.no_grad()
     def all_finite(self, loss: Tensor) -> bool:
         """True when every worker's loss is finite (all workers agree, so all raise together)."""
-        flag = torch.tensor([float(torch.isfinite(loss.detach()).all())])
+        flag = torch.tensor([float(torch.isfinite(loss.detach()).all())], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
         return bool(flag.item() > 0)
 
@@ -124,7 +130,7 @@ class DataParallel:
         left without gradient counts zero there (and gets one everywhere if any worker has
         one), as it would in the 1-worker backward of the whole batch."""
         params = [p for p in params if p.requires_grad]
-        has = torch.tensor([float(p.grad is not None) for p in params])
+        has = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
         dist.all_reduce(has, op=dist.ReduceOp.MAX)
         live = [p for p, h in zip(params, has.tolist(), strict=True) if h > 0]
         if not live:
@@ -143,7 +149,7 @@ class DataParallel:
     def mean_logs(self, logs: dict[str, float]) -> dict[str, float]:
         """Each scalar averaged over the workers (keys sorted: the same order everywhere)."""
         names = sorted(logs)
-        t = torch.tensor([logs[k] for k in names], dtype=torch.float64)
+        t = torch.tensor([logs[k] for k in names], dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return {k: float(v) / self.world for k, v in zip(names, t.tolist(), strict=True)}
 

@@ -8,8 +8,8 @@ losses of order 1-10) and final weights within 1e-4 (max absolute difference ove
 floating-point tensor of the state dict, EMA copies and queues included) over 20 steps. The
 workers compute the same rows as 1 worker, with the same masks and negatives, but in smaller
 matrix products and with gradients summed over 2 workers, so float32 rounding differs in the
-last bits and Adam carries that forward. Measured here: losses 9.5e-7 (in-batch ITC) and
-1.9e-6 (with the queue), weights 6.9e-6 and 9.3e-6 apart, about a tenth of the tolerance.
+last bits and Adam carries that forward. Measured here: losses 1.4e-6 (in-batch ITC) and
+1.9e-6 (with the queue), weights 1.1e-5 and 9.3e-6 apart, about a tenth of the tolerance.
 """
 
 from __future__ import annotations
