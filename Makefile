@@ -25,11 +25,11 @@ lock:  # UPGRADE="pkg ..." (or all) lifts those pins; everything else stays as l
 demo: install
 	$(BIN)/ablate demo
 
-test: install  # everything but the end-to-end suite (~9 min on 2 cores)
+test: install  # everything but the end-to-end suite (~8 min on 2 cores)
 	bash scripts/test-setup.sh
 	$(BIN)/python -m pytest -q -ra --durations=15 -m "not slow"
 
-test-e2e: install  # the real stack end to end: Ray Jobs + Tune, MLflow, uvicorn (~12 min)
+test-e2e: install  # the real stack end to end: Ray Jobs + Tune, MLflow, uvicorn, two nodes (~16 min)
 	bash scripts/test-setup.sh
 	$(BIN)/python -m pytest -q -ra --durations=10 -m slow
 
