@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import time
 
+from service.analysis.boundaries import Spending
 from service.analysis.calibration import binomial_interval, simulate
 from service.analysis.sequential import Schedule, StoppingRule
+
+SPENDINGS: tuple[Spending, ...] = ("obrien_fleming", "pocock")
 
 
 def main() -> None:
@@ -32,8 +35,8 @@ def main() -> None:
     schedule = Schedule(args.initial, args.max, args.step)
     futility = args.futility
 
-    def rule(spending: str = "obrien_fleming") -> StoppingRule:
-        return StoppingRule(spending=spending, futility=futility)  # type: ignore[arg-type]
+    def rule(spending: Spending = "obrien_fleming") -> StoppingRule:
+        return StoppingRule(spending=spending, futility=futility)
     print(f"looks at {schedule.looks()} seeds, alpha 0.05, sd of a difference 1, "
           f"futility {futility}\n")
 
@@ -41,7 +44,7 @@ def main() -> None:
     print("| variants | spending | adaptive (95% CI) | seeds/arm | fixed (95% CI) |")
     print("|--:|:--|:--|--:|:--|")
     for m in (1, 3):
-        for spending in ("obrien_fleming", "pocock"):
+        for spending in SPENDINGS:
             t0 = time.monotonic()
             a, f = simulate([0.0] * m, 1.0, schedule, rule(spending),
                             args.aa, seed=args.seed)
@@ -56,7 +59,7 @@ def main() -> None:
           "| fixed seeds/arm | trials saved |")
     print("|--:|:--|--:|--:|--:|--:|--:|")
     for effect in (0.5, 1.0, 1.5, 2.0, 3.0):
-        for spending in ("obrien_fleming", "pocock"):
+        for spending in SPENDINGS:
             a, f = simulate([effect, 0.0, 0.0], 1.0, schedule,
                             rule(spending), args.power, seed=args.seed + 1)
             print(f"| {effect:g} | {spending} | {a.power:.3f} | {a.mean_seeds_per_arm:.2f} | "

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 from service import report_figures
 from service.analysis import Analysis
+from service.report_cost import cost_table
 from service.report_figures import render_summary_png
-from service.report_sequential import cost_table, sequential_caption, sequential_table
+from service.report_sequential import sequential_caption, sequential_table
 from service.report_table import Table, TCell, build_factor_table, build_table
 
 __all__ = ["FORMATS", "MEDIA_TYPES", "render", "render_figures"]

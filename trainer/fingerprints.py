@@ -21,15 +21,11 @@ INIT_PREFIX = "init."
 STREAM_PREFIX = "stream."
 
 
-def _digest(h: hashlib._Hash) -> str:
-    return h.hexdigest()[:16]
-
-
 def order_fingerprint(permutation: torch.Tensor, batch_size: int) -> str:
     """The first epoch's order of training pairs, cut into batches of ``batch_size``."""
     h = hashlib.sha256(f"batch={batch_size};".encode())
     h.update(permutation.to(torch.int64).numpy().tobytes())
-    return _digest(h)
+    return h.hexdigest()[:16]
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -39,7 +35,7 @@ def weights_fingerprint(module: nn.Module) -> str:
         t = tensor.detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return _digest(h)
+    return h.hexdigest()[:16]
 
 
 def trial_fingerprints(
@@ -51,10 +47,10 @@ def trial_fingerprints(
     loaded); ``stream.<name>`` per enabled objective's random stream."""
     prints = {DATA_ORDER: order_fingerprint(permutation, batch_size)}
     for part, child in model.named_children():
-        if any(True for _ in child.state_dict()):
+        if child.state_dict():
             prints[f"{INIT_PREFIX}model.{part}"] = weights_fingerprint(child)
     for name, objective in objectives.items():
-        if any(True for _ in objective.parameters()):
+        if any(p.numel() for p in objective.parameters()):
             prints[f"{INIT_PREFIX}objective.{name}"] = weights_fingerprint(objective)
         prints[f"{STREAM_PREFIX}{name}"] = streams.fingerprint(name)
     return prints

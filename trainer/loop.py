@@ -141,7 +141,7 @@ class Trainer:
         self.pretrainer.streams = self.streams
         self.fingerprints = trial_fingerprints(
             self.pretrainer.model, dict(self.pretrainer.objectives.items()), self.streams,
-            first._permutation(), cfg.data.batch_size,
+            first.permutation(), cfg.data.batch_size,
         )
         self.pretrainer.data_parallel = self.dp
         if self.dp is not None and self.dp.rank:  # its own dropout draws (same init as rank 0)

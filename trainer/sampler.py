@@ -22,7 +22,8 @@ class PairSampler:
     def batches_per_epoch(self) -> int:
         return self.num_pairs // self.batch_size
 
-    def _permutation(self) -> torch.Tensor:
+    def permutation(self) -> torch.Tensor:
+        """This epoch's order of the pairs (the fingerprint of the data order reads epoch 0's)."""
         if self._perm is None:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
             self._perm = torch.randperm(self.num_pairs, generator=g)
@@ -31,7 +32,7 @@ class PairSampler:
     def next(self) -> torch.Tensor:
         if self.offset + self.batch_size > self.num_pairs:  # drop the ragged tail
             self.epoch, self.offset, self._perm = self.epoch + 1, 0, None
-        idx = self._permutation()[self.offset : self.offset + self.batch_size]
+        idx = self.permutation()[self.offset : self.offset + self.batch_size]
         self.offset += self.batch_size
         return idx
 

@@ -1,0 +1,34 @@
+"""The cost table of a comparison: what one trial of each arm took to train, and its ratio to
+the baseline (``service.analysis.cost``)."""
+
+from __future__ import annotations
+
+from service.analysis import Analysis
+from service.report_table import Column, Table, TCell
+
+
+def _si(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}".rstrip()
+    return f"{value:.3g} {unit}".rstrip()
+
+
+def cost_table(a: Analysis) -> Table:
+    """Per arm: what one trial cost to train, and its ratio to the baseline."""
+    rows = []
+    for c in a.cost:
+        ratio = "" if c.flops_ratio is None else f" (×{c.flops_ratio:.2f})"
+        wall = "" if c.train_s_ratio is None else f" (×{c.train_s_ratio:.2f})"
+        rows.append([TCell(c.variant), TCell(str(c.n)), TCell(_si(c.samples)),
+                     TCell(_si(c.flops, "FLOP") + ratio),
+                     TCell("–" if c.train_s is None else f"{c.train_s:.1f} s{wall}")])
+    columns = [Column("variant", "l"), Column("trials"), Column("samples"),
+               Column("training FLOPs"), Column("training time")]
+    return Table(caption="Cost per trial (mean over done trials; × baseline)", columns=columns,
+                 rows=rows, footnotes=[
+                     "FLOPs: forward and backward of one optimizer step counted by PyTorch's "
+                     "FlopCounterMode on the trial's first batch, times its steps; evaluation "
+                     "excluded. Time: training steps' wall time on the trial's worker."])
