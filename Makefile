@@ -7,7 +7,7 @@ TORCH   := torch==2.13.0
 # Every other package at the version the suite last passed with; `make lock` regenerates it.
 LOCK    := requirements/constraints.txt
 
-.PHONY: install lock demo test test-e2e test-all lint bench reproduce serve clean
+.PHONY: install lock demo test test-e2e test-docker test-all lint bench reproduce serve clean
 
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,13 +27,16 @@ demo: install
 
 test: install  # everything but the end-to-end suite (~8 min on 2 cores)
 	bash scripts/test-setup.sh
-	$(BIN)/python -m pytest -q -ra --durations=15 -m "not slow"
+	$(BIN)/python -m pytest -q -ra --durations=15 -m "not slow and not docker"
 
 test-e2e: install  # the real stack end to end: Ray Jobs + Tune, MLflow, uvicorn, two nodes (~16 min)
 	bash scripts/test-setup.sh
-	$(BIN)/python -m pytest -q -ra --durations=10 -m slow
+	$(BIN)/python -m pytest -q -ra --durations=10 -m "slow and not docker"
 
-test-all: test test-e2e
+test-docker: install  # docker/ built and run: dockerd, images, compose e2e (needs root; see the script)
+	bash scripts/test-docker.sh
+
+test-all: test test-e2e test-docker
 
 lint: install  # ruff, then mypy over trainer/ and service/ ([tool.mypy] in pyproject.toml)
 	$(BIN)/ruff check trainer service tests bench

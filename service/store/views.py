@@ -39,6 +39,8 @@ class TrialView(BaseModel):
     fingerprints: dict[str, str] | None = None
     error: str | None
     worker_pid: int | None
+    worker_node: str | None = None
+    """Host name of the machine (or container) of the latest attempt; kept after it ends."""
     resumed_from_step: int | None
     started_at: datetime | None
     finished_at: datetime | None

