@@ -1,11 +1,13 @@
 """A Ray cluster of two nodes on one machine, without containers: the stack's head (``ray start
 --head``, one CPU) and a second node (``python -m service.ray_node``, i.e. ``ray start
---address``, one CPU and a ``node2`` resource), separate processes on 127.0.0.1 sharing the data
-dir as nodes of a cluster share a mounted volume. The real service (MLflow server, controller
-under uvicorn, pointed at the head) runs a two-trial experiment: one trial lands on each node.
-The second node is SIGKILLed (its whole process group: raylet, agents, workers) mid-trial; that
-trial resumes on the head from its checkpoint, the experiment finishes, and each trial has one
-MLflow run. Meanwhile nothing of either node listens beyond loopback."""
+--address``, one CPU and a ``node2`` resource), separate processes on 127.0.0.1. Checkpoints go
+where a cluster of machines keeps them, in an S3 bucket (``ABLATE_STORAGE_URI``; moto's S3
+server on loopback, the AWS variables in every node's environment), not on a disk the nodes
+share. The real service (MLflow server, controller under uvicorn, pointed at the head) runs a
+two-trial experiment: one trial lands on each node. The second node is SIGKILLed (its whole
+process group: raylet, agents, workers) mid-trial; that trial resumes on the head from its
+checkpoint in the bucket, the experiment finishes, and each trial has one MLflow run.
+Meanwhile nothing of either node listens beyond loopback."""
 
 from __future__ import annotations
 
@@ -15,11 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import psutil
 import pytest
 import sqlalchemy
 from mlflow.tracking import MlflowClient
+from moto.server import ThreadedMotoServer
 
 from service.settings import Settings
 from service.stack import Stack, free_port
@@ -46,12 +50,36 @@ SPEC = tiny_spec(
 SPEC["base"]["set"]["init.warm_start"] = False  # no warm-start task: trials only
 
 
+BUCKET = "ablate-cluster"
+PREFIX = "shared"
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Stack]:
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on a free loopback port with a bucket; the AWS variables set here are
+    inherited by every process the stack starts, as a cluster's nodes get them."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, s3: str) -> Iterator[Stack]:
     settings = Settings(
         data_dir=tmp_path / "data",
         port=free_port(), mlflow_port=free_port(), ray_dashboard_port=free_port(),
         max_retries=2, reconcile_interval_s=2.0,
+        storage_uri=f"s3://{BUCKET}/{PREFIX}", storage_endpoint_url=s3,
     )
     stack = Stack(settings, num_cpus=1)
     try:
@@ -143,6 +171,14 @@ def test_trial_on_a_killed_node_resumes_on_the_head(cluster: Stack) -> None:
                                              "experiment_id = :e"), {"e": exp_id}).scalars()
         assert set(hosts) == {socket.gethostname()}
     engine.dispose()
+
+    # The checkpoints are in the bucket, under each trial's key; none went to the local disk.
+    bucket = boto3.client("s3", endpoint_url=s.storage_endpoint_url)
+    listing = bucket.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}/checkpoints/{exp_id}/")
+    keys = [o["Key"] for o in listing.get("Contents", []) if not o["Key"].endswith("/")]
+    assert {k.split("/")[3] for k in keys} == {x["trial_key"] for x in by_id.values()}, keys
+    local = s.data_dir / "checkpoints"
+    assert not local.exists() or not [p for p in local.rglob("*") if p.is_file()]
 
     # One MLflow run per trial, finished; the resumed one logged no step twice.
     mlflow = MlflowClient(s.mlflow_tracking_uri)
