@@ -94,6 +94,13 @@ def pin_threads_to_assigned_cpus(config: Any) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
+def ray_node_id() -> str | None:
+    """The Ray node this process runs on, or None outside a Ray worker."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
     """One attempt of one trial, in a Ray worker: store state around ``run_trial``."""
     from trainer.data.cache import CACHE_ENV  # trainer.data imports torch: workers only
@@ -107,7 +114,8 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
     trial_id = trial["trial_id"]
     try:
         view = store.mark_running(trial_id, worker_pid=os.getpid(),
-                                  worker_node=socket.gethostname())
+                                  worker_node=socket.gethostname(),
+                                  worker_ray_node=ray_node_id())
         if view is None:  # cancelled or finished meanwhile
             return {"skipped": 1.0}
         try:

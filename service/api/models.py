@@ -86,6 +86,7 @@ class TrialOut(BaseModel):
     cached_from: int | None
     worker_pid: int | None
     worker_node: str | None
+    worker_ray_node: str | None
     resumed_from_step: int | None
     mlflow_run_id: str | None
     mlflow_url: str | None
@@ -168,7 +169,7 @@ def _trial_out(t: TrialView, settings: Settings) -> TrialOut:
         id=t.id, seed=t.seed, state=t.state.value, step=t.step, total_steps=t.total_steps,
         progress=t.progress, attempts=t.attempts, metrics=t.metrics, error=t.error,
         trial_key=t.trial_key, cached_from=t.cached_from, worker_pid=t.worker_pid,
-        worker_node=t.worker_node,
+        worker_node=t.worker_node, worker_ray_node=t.worker_ray_node,
         resumed_from_step=t.resumed_from_step, mlflow_run_id=t.mlflow_run_id,
         mlflow_url=run_url(settings.mlflow_ui_url, t.mlflow_experiment_id, t.mlflow_run_id),
         started_at=t.started_at, finished_at=t.finished_at,

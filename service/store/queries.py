@@ -268,8 +268,8 @@ class Store:
                 raise NotFound(str(trial_id))
             return TrialView.model_validate(t)
 
-    def mark_running(self, trial_id: int, *, worker_pid: int, worker_node: str | None = None
-                     ) -> TrialView | None:
+    def mark_running(self, trial_id: int, *, worker_pid: int, worker_node: str | None = None,
+                     worker_ray_node: str | None = None) -> TrialView | None:
         """Start an attempt; None when the trial is no longer runnable (cancelled, finished)."""
         with self.session() as s:
             t = self._trial(s, trial_id)
@@ -279,6 +279,7 @@ class Store:
             t.state = TrialState.RUNNING
             t.worker_pid = worker_pid
             t.worker_node = worker_node
+            t.worker_ray_node = worker_ray_node
             t.started_at = t.started_at or now()
             t.resumed_from_step = None
             return TrialView.model_validate(t)

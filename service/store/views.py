@@ -41,6 +41,8 @@ class TrialView(BaseModel):
     worker_pid: int | None
     worker_node: str | None = None
     """Host name of the machine (or container) of the latest attempt; kept after it ends."""
+    worker_ray_node: str | None = None
+    """Ray's id of the node of the latest attempt (Ray's dashboard and state API name it)."""
     resumed_from_step: int | None
     started_at: datetime | None
     finished_at: datetime | None

@@ -189,6 +189,7 @@ def test_compose_stack_survives_a_lost_worker(stack: Stack) -> None:
     posted = time.monotonic()
 
     seen: dict[tuple[int, int], str] = {}  # (trial, attempt) -> worker container of it
+    ray_node: dict[tuple[int, int], str] = {}  # (trial, attempt) -> Ray's node id of it
 
     def poll(until: Callable[[dict[str, Any]], bool]) -> Callable[[], dict[str, Any] | None]:
         def once() -> dict[str, Any] | None:
@@ -196,6 +197,8 @@ def test_compose_stack_survives_a_lost_worker(stack: Stack) -> None:
             for t in trials(exp):
                 if t["state"] == "running" and t["worker_node"]:
                     seen.setdefault((t["id"], t["attempts"]), t["worker_node"])
+                if t["state"] == "running" and t["worker_ray_node"]:
+                    ray_node.setdefault((t["id"], t["attempts"]), t["worker_ray_node"])
             return exp if until(exp) else None
         return once
 
@@ -221,6 +224,9 @@ def test_compose_stack_survives_a_lost_worker(stack: Stack) -> None:
     assert moved["resumed_from_step"] is not None and moved["resumed_from_step"] >= 5, moved
     assert moved["worker_node"] == survivor, (moved["worker_node"], victim, survivor)
     assert {t["worker_node"] for t in by_id.values()} <= workers
+    # Ray's node ids say the same: the resumed attempt ran on another node than the first.
+    first, last = ray_node[(moved["id"], 1)], moved["worker_ray_node"]
+    assert first != last and len(last) == 56 and int(last, 16) >= 0, (first, last)
     others = [t for tid, t in by_id.items() if tid != moved["id"]]
     assert all(t["state"] == "finished" for t in others), others
 

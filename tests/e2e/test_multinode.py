@@ -109,14 +109,17 @@ def test_trial_on_a_killed_node_resumes_on_the_head(cluster: Stack) -> None:
     nodes = {n["node_name"]: n for n in cluster.ray_nodes() if n["state"] == "ALIVE"}
     assert len(nodes) == 2 and nodes["node2"]["resources_total"]["node2"] == 1, nodes
     assert {n["node_ip"] for n in nodes.values()} == {"127.0.0.1"}
+    node_name = {n["node_id"]: "node2" if name == "node2" else "head" for name, n in nodes.items()}
 
     api = httpx.Client(base_url=s.controller_url, timeout=60.0)
     r = api.post("/experiments", json=SPEC)
     assert r.status_code == 201, r.text
     exp_id = r.json()["id"]
 
-    # Where each attempt runs, by the PID it records: (trial id, attempt) -> node.
+    # Where each attempt runs, by the PID it records: (trial id, attempt) -> node; and by the
+    # Ray node id the API shows for it.
     seen: dict[tuple[int, int], str] = {}
+    said: dict[tuple[int, int], str] = {}
 
     def watch(deadline_s: float, until: Any) -> dict[str, Any]:
         deadline = time.monotonic() + deadline_s
@@ -127,6 +130,9 @@ def test_trial_on_a_killed_node_resumes_on_the_head(cluster: Stack) -> None:
                     node = node_of(cluster, t["worker_pid"])
                     if node is not None:
                         seen.setdefault((t["id"], t["attempts"]), node)
+                    if t["worker_ray_node"]:
+                        said.setdefault((t["id"], t["attempts"]),
+                                        node_name.get(t["worker_ray_node"], "?"))
             if until(exp):
                 return exp
             assert time.monotonic() < deadline, (exp["states"], seen)
@@ -163,8 +169,11 @@ def test_trial_on_a_killed_node_resumes_on_the_head(cluster: Stack) -> None:
     (other,) = set(by_id) - {moved}
     assert by_id[other]["attempts"] == 1 and by_id[other]["resumed_from_step"] is None
 
-    # The store names the node of each trial's last attempt: its hostname, which both nodes
-    # here share, hence the PIDs above to tell them apart.
+    # The API named each attempt's Ray node, as the process trees did.
+    assert said.keys() <= seen.keys() and all(said[k] == seen[k] for k in said), (said, seen)
+    assert said[(moved, 1)] == "node2" and said[(moved, t["attempts"])] == "head", said
+    assert node_name[t["worker_ray_node"]] == "head"
+    # The store also names the host of each trial's last attempt, which both nodes here share.
     engine = sqlalchemy.create_engine(s.db_url)
     with engine.connect() as conn:
         hosts = conn.execute(sqlalchemy.text("SELECT worker_node FROM trials WHERE "

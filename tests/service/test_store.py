@@ -221,8 +221,11 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     s.close()
     cfg = alembic_config(db_url)
     # Step down one revision at a time; the comparison with the models sees what each undid.
+    command.downgrade(cfg, "0007")
+    ray_node = {("add_column", "trials", "worker_ray_node")}
+    assert _changes(db_url) == ray_node
     command.downgrade(cfg, "0006")
-    fingerprints = {("add_column", "trials", "fingerprints")}
+    fingerprints = ray_node | {("add_column", "trials", "fingerprints")}
     assert _changes(db_url) == fingerprints
     command.downgrade(cfg, "0005")
     one_per_seed = fingerprints | {("add_index", "trials", "ux_trials_variant_seed")}
