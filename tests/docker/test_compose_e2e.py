@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,28 @@ def wait(what: str, pred: Callable[[], Any], timeout: float, interval: float = 1
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+SOURCE_DIGEST = (
+    "import hashlib, pathlib, sys\n"
+    "h = hashlib.sha256()\n"
+    "for pkg in ('service', 'trainer'):\n"
+    "    root = pathlib.Path(sys.argv[1]) / pkg\n"
+    "    for f in sorted(root.rglob('*.py')):\n"
+    "        h.update(str(f.relative_to(root.parent)).encode() + b'\\0' + f.read_bytes())\n"
+    "print(h.hexdigest())\n"
+)
+"""A digest of every .py file of the two packages under a folder (given as argv[1])."""
+
+
+def test_the_image_runs_this_tree() -> None:
+    """ablate:latest holds the service and trainer of this working tree, byte for byte: a build
+    that reused a stale layer would otherwise test old code (docker 20.10's BuildKit did
+    reuse one when the source was bind-mounted from the whole context)."""
+    here = run([sys.executable, "-c", SOURCE_DIGEST, str(ROOT)])
+    there = docker("run", "--rm", "--entrypoint", "python", IMAGES[0], "-c", SOURCE_DIGEST,
+                   "/opt/venv/lib/python3.11/site-packages")
+    assert here.strip() == there.strip()
 
 
 def healthy(stack: Stack) -> bool:
