@@ -103,14 +103,15 @@ def wait(what: str, pred: Callable[[], Any], timeout: float, interval: float = 1
 
 SOURCE_DIGEST = (
     "import hashlib, pathlib, sys\n"
-    "h = hashlib.sha256()\n"
+    "h, n = hashlib.sha256(), 0\n"
     "for pkg in ('service', 'trainer'):\n"
     "    root = pathlib.Path(sys.argv[1]) / pkg\n"
     "    for f in sorted(root.rglob('*.py')):\n"
     "        h.update(str(f.relative_to(root.parent)).encode() + b'\\0' + f.read_bytes())\n"
-    "print(h.hexdigest())\n"
+    "        n += 1\n"
+    "print(n, h.hexdigest())\n"
 )
-"""A digest of every .py file of the two packages under a folder (given as argv[1])."""
+"""How many .py files the two packages under a folder (argv[1]) hold, and a digest of them."""
 
 
 def test_the_image_runs_this_tree() -> None:
@@ -120,6 +121,7 @@ def test_the_image_runs_this_tree() -> None:
     here = run([sys.executable, "-c", SOURCE_DIGEST, str(ROOT)])
     there = docker("run", "--rm", "--entrypoint", "python", IMAGES[0], "-c", SOURCE_DIGEST,
                    "/opt/venv/lib/python3.11/site-packages")
+    assert int(here.split()[0]) > 100, here  # the packages were found where they were looked for
     assert here.strip() == there.strip()
 
 
