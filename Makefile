@@ -29,11 +29,11 @@ test: install  # everything but the end-to-end suite (~8 min on 2 cores)
 	bash scripts/test-setup.sh
 	$(BIN)/python -m pytest -q -ra --durations=15 -m "not slow and not docker"
 
-test-e2e: install  # the real stack end to end: Ray Jobs + Tune, MLflow, uvicorn, two nodes (~16 min)
+test-e2e: install  # the real stack end to end: Ray Jobs + Tune, MLflow, uvicorn, two nodes (~16.5 min)
 	bash scripts/test-setup.sh
 	$(BIN)/python -m pytest -q -ra --durations=10 -m "slow and not docker"
 
-test-docker: install  # docker/ built and run: dockerd, images, compose e2e (needs root; see the script)
+test-docker: install  # docker/ built and run: dockerd, images, compose e2e (root; ~3 min, ~8 cold)
 	bash scripts/test-docker.sh
 
 test-all: test test-e2e test-docker
