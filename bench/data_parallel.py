@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
+from service.processes import free_port  # noqa: E402
 from trainer.config import TrainConfig, build_config  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
 
@@ -68,9 +68,7 @@ def _worker(rank: int, world: int, port: int, cfg_json: str, out: str) -> None:
 
 
 def data_parallel(cfg: TrainConfig, world: int) -> float:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "rate.json")
         mp.start_processes(_worker, args=(world, port, cfg.model_dump_json(), out),

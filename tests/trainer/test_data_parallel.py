@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from service.processes import free_port
 from trainer.checkpoint import CHECKPOINT_NAME, load_latest
 from trainer.config import TrainConfig, build_config
 from trainer.loop import Trainer
@@ -45,12 +45,6 @@ LOSSES = ("loss", "loss_itc", "loss_itm", "loss_mlm")
 
 def small_config(tmp: Path, **dotted: object) -> TrainConfig:
     return build_config("tiny", dotted={**SMALL, "data.root": str(tmp / "data"), **dotted})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(rank: int, world: int, port: int, cfg_json: str, seed: int, ckpt: str | None,
@@ -73,7 +67,7 @@ def _start(cfg: TrainConfig, seed: int, ckpt: Path | None, out: Path,
            world: int = 2) -> list[Any]:
     out.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_worker, args=(r, world, port, cfg.model_dump_json(), seed,
                                                 None if ckpt is None else str(ckpt), str(out)))
              for r in range(world)]

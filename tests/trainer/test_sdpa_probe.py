@@ -32,8 +32,9 @@ def test_no_attention_no_kernel() -> None:
 
 
 def test_every_attention_of_a_training_step_goes_through_sdpa() -> None:
-    """The tiny preset's step (towers, fusion, momentum copies): forcing the math backend moves
-    every one of its attention calls there, so none bypasses SDPA, and the count is the same."""
+    """On the tiny preset's real step (towers, fusion, momentum copies) the probe reports the
+    backend that ran: forcing math moves every call it saw there, at the same count. (It cannot
+    see attention written without SDPA: every attention layer of trainer/model/ calls it.)"""
     torch.manual_seed(0)
     step, _ = training_step(build_config("tiny", dotted={"data.batch_size": 4}),
                             torch.device("cpu"))

@@ -11,8 +11,8 @@ from pathlib import Path
 import boto3
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
 
+from tests.moto_s3 import moto_s3
 from tests.trainer.test_loop import small_config
 from tests.trainer.test_warm_start import config as warm_config
 from trainer import storage
@@ -26,20 +26,10 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[str]:
-    """A moto S3 server on a free loopback port, with the AWS variables trials would read."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    """A moto S3 server with the AWS variables and the endpoint trials would read."""
+    with moto_s3(BUCKET) as endpoint, pytest.MonkeyPatch.context() as mp:
         mp.setenv(storage.ENDPOINT_ENV, endpoint)
-        mp.delenv("AWS_ENDPOINT_URL", raising=False)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
         yield endpoint
-    server.stop()
 
 
 @pytest.fixture
