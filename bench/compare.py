@@ -121,7 +121,7 @@ def serve(store: object, data_dir: Path) -> Iterator[str]:
 
     from service.api import create_app
     from service.settings import Settings
-    from service.stack import serve_in_thread
+    from service.stack.embedded import serve_in_thread
 
     settings = Settings(data_dir=data_dir, ray_address="http://127.0.0.1:9",
                         mlflow_tracking_uri="http://127.0.0.1:9",

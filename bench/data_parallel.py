@@ -31,7 +31,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from service.processes import free_port  # noqa: E402
+from service.stack.processes import free_port  # noqa: E402
 from trainer.config import TrainConfig, build_config  # noqa: E402
 from trainer.loop import Trainer  # noqa: E402
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.compare import plant_store, planted_view  # noqa: E402
 
 if TYPE_CHECKING:
-    from service.stack import Stack
+    from service.stack.embedded import Stack
     from service.store import Store
 
 STATUS_GOAL = (500.0, 100.0, 8)
@@ -212,7 +212,7 @@ def progress_writer(data_dir: Path, hz: float) -> tuple[threading.Event, threadi
 
 def start_controller(data_dir: Path) -> tuple[Stack, int]:
     from service.settings import Settings
-    from service.stack import Stack, free_port
+    from service.stack.embedded import Stack, free_port
 
     port = free_port()
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there

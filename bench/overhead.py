@@ -38,7 +38,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 from service.settings import Settings  # noqa: E402
-from service.stack import Stack, free_port  # noqa: E402
+from service.stack.embedded import Stack, free_port  # noqa: E402
 from service.states import TERMINAL_STATUSES  # noqa: E402
 
 POLL_S = 0.5
@@ -123,7 +123,7 @@ class StartupWatch:
     """When each process a start goes through was created, read while the start runs.
 
     The points, in seconds after submit: the Ray job's supervisor actor, the job's driver
-    (``service.supervisor``), the first trial worker, the first trial past its imports. They
+    (``service.job.supervisor``), the first trial worker, the first trial past its imports. They
     split the service's startup into parts that plain Tune has (worker, imports) and parts it
     does not (controller, Ray Jobs, the driver's own start).
     """

@@ -36,7 +36,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 from service.settings import Settings  # noqa: E402
-from service.stack import Stack, free_port  # noqa: E402
+from service.stack.embedded import Stack, free_port  # noqa: E402
 from service.states import TERMINAL_STATUSES  # noqa: E402
 
 # What ALBEF's Table 1 claims, as (row, what the paper reports) pairs; each row is compared with

@@ -125,8 +125,8 @@ def serve(
 ) -> None:
     """Start the controller, a local Ray head and an MLflow server; restart a crashed MLflow
     or controller with backoff; stop all on Ctrl-C or SIGTERM."""
-    from service.stack import Stack
-    from service.supervise import Supervisor
+    from service.stack.embedded import Stack
+    from service.stack.supervise import Supervisor
 
     settings = _settings(host=host, port=port, mlflow_port=mlflow_port,
                          ray_dashboard_port=ray_dashboard_port, data_dir=data_dir)
@@ -250,7 +250,7 @@ def demo(
 ) -> None:
     """Start the stack, run ``experiments/quick.yaml``, print the comparison, stop the stack
     (``DEMO_KEEP=1`` keeps it running for browsing MLflow until Ctrl-C)."""
-    from service.stack import Stack, free_port, port_in_use
+    from service.stack.embedded import Stack, free_port, port_in_use
 
     base = Settings()
     ports = {}

@@ -1,15 +1,16 @@
 """The controller's side of Ray: submit an experiment as a Ray Job, cancel it, reconcile.
 
-One Ray Job per experiment runs ``service.supervisor`` (a Ray Tune run over the experiment's
+One Ray Job per experiment runs ``service.job.supervisor`` (a Ray Tune run over the experiment's
 runnable trials). The job lives in Ray, not in the controller, so killing the controller does not
 stop training; on restart :meth:`Executor.reconcile` compares the store with Ray's jobs and with
 MLflow and resubmits whatever lost its job. Submission ids are ``<experiment id>`` and then
 ``<experiment id>-r<N>``, so submitting is idempotent: a live job is never submitted twice.
 
-The MLflow experiment and its parent run are created (``service.parent_runs``) before the job is
-submitted, so no trial ever creates them. The job's runtime env carries no secret (Ray shows it
-on its dashboard): the database URL goes in a private file (``service.secret_files``), the API
-token nowhere; the Jobs API gets the Ray cluster's token when it has one.
+The MLflow experiment and its parent run are created (``service.tracking.parent_runs``) before
+the job is submitted, so no trial ever creates them. The job's runtime env carries no secret (Ray
+shows it on its dashboard): the database URL goes in a private file
+(``service.stack.secret_files``), the API token nowhere; the Jobs API gets the Ray cluster's token
+when it has one.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from pathlib import Path
 
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from service.finalize import finalize
-from service.looks import add_next_look
-from service.parent_runs import ParentRuns
-from service.secret_files import ray_auth_headers, write_job_secrets
+from service.job.finalize import finalize
+from service.job.looks import add_next_look
 from service.settings import Settings
+from service.stack.secret_files import ray_auth_headers, write_job_secrets
 from service.store import Store
+from service.tracking.parent_runs import ParentRuns
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Executor:
             raise RayUnavailable(str(err)) from err
 
     def _entrypoint(self, exp_id: str) -> str:
-        return f"{shlex.quote(sys.executable)} -m service.supervisor --experiment {exp_id}"
+        return f"{shlex.quote(sys.executable)} -m service.job.supervisor --experiment {exp_id}"
 
     def _runtime_env(self) -> dict[str, object]:
         """What the job's driver and workers see: settings without secrets, plus the path of

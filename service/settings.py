@@ -9,7 +9,7 @@ mount) so a trial retried on another node resumes from its checkpoint.
 
 Secrets (``auth_token``, ``db_url``, which may carry a password) never travel in a Ray job's
 runtime env: Ray shows it to anyone who reaches its dashboard. The job gets the path of a private
-file instead (``ABLATE_SECRETS_FILE``, written by ``service.secret_files``), read here as a
+file instead (``ABLATE_SECRETS_FILE``, written by ``service.stack.secret_files``), read here as a
 settings source; the controller's token does not reach the job at all.
 """
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from service import analysis as an
 from service import report
-from service.looks import sequential_section
+from service.job.looks import sequential_section
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ExperimentView as StoredExperiment

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from fastapi import Request
 from pydantic import TypeAdapter
 
+from service.api.compare_cache import CompareCache
 from service.api.models import ExperimentOut, experiment_out
-from service.compare_cache import CompareCache
-from service.revision_cache import RevisionCache
+from service.api.revision_cache import RevisionCache
 from service.settings import Settings
 from service.store import Store
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import astuple
 
 from service import views
-from service.revision_cache import Answer, RevisionCache
+from service.api.revision_cache import Answer, RevisionCache
 from service.settings import Settings
 from service.store import Store
 from service.views import CompareQuery

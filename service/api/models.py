@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel
 
-from service.mlflow_names import experiment_url
-from service.power_plan import PowerPlan
+from service.planning.power import PowerPlan
 from service.settings import Settings
 from service.store import ExperimentView, NewVariant, TrialView
 from service.submit import Plan, Submission
+from service.tracking.names import experiment_url
 from service.views import run_url
 
 

@@ -127,7 +127,7 @@ def _rank_zero(config: TrainConfig, trial: dict[str, Any], kwargs: dict[str, Any
     first whether there is anything to train."""
     import torch.distributed as dist
 
-    from service.progress import store_progress
+    from service.job.progress import store_progress
     from service.store import Store
     from trainer.trial import run_trial
 

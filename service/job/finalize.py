@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from service.parent_runs import ParentRuns
 from service.states import ACTIVE_STATES
+from service.tracking.parent_runs import ParentRuns
 
 log = logging.getLogger(__name__)
 

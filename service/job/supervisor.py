@@ -1,6 +1,6 @@
 """What runs inside the experiment's Ray Job: a Ray Tune run over its runnable trials.
 
-``python -m service.supervisor --experiment <id>`` (settings from ``ABLATE_*`` variables, which
+``python -m service.job.supervisor --experiment <id>`` (settings from ``ABLATE_*`` variables, which
 the controller passes in the job's runtime env, and secrets from the private file
 ``ABLATE_SECRETS_FILE`` names; nothing here writes them to logs or Tune's state). The store
 decides what runs (pending, retrying, and running trials an earlier, lost job left behind), never
@@ -25,17 +25,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from service.looks import add_next_look
-from service.mlflow_names import mlflow_experiment_name, trial_tags
+from service.job.looks import add_next_look
+from service.job.progress import store_progress
+from service.job.schedulable import wait_until_fits
 from service.paths import check_config_paths
-from service.progress import store_progress
-from service.schedulable import wait_until_fits
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ACTIVE_STATES, ExperimentView, Store, TrialState
+from service.tracking.names import mlflow_experiment_name, trial_tags
 from trainer.config import ConfigError, TrainConfig  # torch-free
 
-log = logging.getLogger("service.supervisor")
+log = logging.getLogger("service.job.supervisor")
 
 CURVE_POINTS = 200
 """Most points kept per stored learning curve (evenly thinned, first and last kept)."""
@@ -143,7 +143,7 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
         }
         try:
             if exp_ctx.get("workers", 1) > 1:  # rank 0 of a Ray Train run reports progress
-                from service.data_parallel import run_data_parallel
+                from service.job.data_parallel import run_data_parallel
 
                 result = run_data_parallel(trial, exp_ctx, kwargs, attempt=view.attempts)
             else:
@@ -283,7 +283,7 @@ def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: S
     resources: dict[str, float] = {"cpu": res.cpus, "gpu": res.gpus}
     concurrent = options.max_concurrent_trials
     if res.workers > 1:  # the Tune trial only waits on its Ray Train workers
-        from service.data_parallel import DRIVER_RESOURCES, worker_resources
+        from service.job.data_parallel import DRIVER_RESOURCES, worker_resources
 
         exp_ctx.update(workers=res.workers, train_storage=str(settings.data_dir / "train"),
                        resources=worker_resources(res.workers, per_worker))
@@ -323,7 +323,7 @@ def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: S
 
 def supervise(exp_id: str, settings: Settings) -> int:
     """Run every runnable trial of the experiment, and for adaptive seeds every look after
-    (``service.looks``: the store says which look it is at); returns a process exit code."""
+    (``service.job.looks``: the store says which look it is at); returns a process exit code."""
     import ray
 
     store = Store(settings.db_url, run_migrations=False)
@@ -354,8 +354,8 @@ def supervise(exp_id: str, settings: Settings) -> int:
         round_ += 1
     exp = store.get_experiment(exp_id)
     if not any(t.state in ACTIVE_STATES for t in exp.trials):
-        from service.finalize import finalize  # imports MLflow: only now
-        from service.parent_runs import ParentRuns
+        from service.job.finalize import finalize  # imports MLflow: only now
+        from service.tracking.parent_runs import ParentRuns
 
         try:
             finalize(ParentRuns(settings, store), exp_id)
@@ -368,7 +368,7 @@ def supervise(exp_id: str, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.supervisor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m service.job.supervisor", description=__doc__)
     parser.add_argument("--experiment", required=True, help="experiment id in the store")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from service.analysis.sequential import POWER, seeds_for_power
-from service.looks import paired_differences
+from service.job.looks import paired_differences
 from service.specs import AblationSpec
 from service.store import ExperimentView
 

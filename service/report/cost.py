@@ -4,7 +4,7 @@ the baseline (``service.analysis.cost``)."""
 from __future__ import annotations
 
 from service.analysis import Analysis
-from service.report_table import Column, Table, TCell
+from service.report.table import Column, Table, TCell
 
 
 def _si(value: float | None, unit: str = "") -> str:

@@ -1,7 +1,7 @@
 """Render an ``Analysis`` as JSON, Markdown, CSV, LaTeX, HTML or PNG.
 
 Rendering only: every number comes from ``service.analysis``. The table layout lives in
-``service.report_table`` and the plots in ``service.report_figures`` so HTML pages and
+``service.report.table`` and the plots in ``service.report.figures`` so HTML pages and
 MLflow artifacts reuse them (``render_figures``).
 """
 
@@ -13,12 +13,12 @@ import io
 import re
 from collections.abc import Callable
 
-from service import report_figures
 from service.analysis import Analysis
-from service.report_cost import cost_table
-from service.report_figures import render_summary_png
-from service.report_sequential import sequential_caption, sequential_table
-from service.report_table import Table, TCell, build_factor_table, build_table
+from service.report import figures
+from service.report.cost import cost_table
+from service.report.figures import render_summary_png
+from service.report.sequential import sequential_caption, sequential_table
+from service.report.table import Table, TCell, build_factor_table, build_table
 
 __all__ = ["FORMATS", "MEDIA_TYPES", "render", "render_figures"]
 
@@ -50,7 +50,7 @@ def render(analysis: Analysis | dict, fmt: str) -> tuple[bytes, str]:
 def render_figures(analysis: Analysis | dict) -> dict[str, bytes]:
     """PNG figures by file name (``bars.png``, plus ``curves.png`` when history exists)."""
     a = analysis if isinstance(analysis, Analysis) else Analysis.model_validate(analysis)
-    return report_figures.render_figures(a)
+    return figures.render_figures(a)
 
 
 # --------------------------------------------------------------------------- json

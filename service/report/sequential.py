@@ -4,7 +4,7 @@ procedure, the seeds and looks it took, its repeated CI, and why (or what it wou
 from __future__ import annotations
 
 from service.analysis import Analysis
-from service.report_table import Column, Table, TCell
+from service.report.table import Column, Table, TCell
 
 _VERDICT_CSS = {"better": "better", "worse": "worse"}
 

@@ -30,7 +30,8 @@ from typing import Any
 import httpx
 import psutil
 
-from service.processes import (
+from service.settings import LOOPBACK, Settings
+from service.stack.processes import (
     NEVER_INHERITED,
     Child,
     free_port,
@@ -41,8 +42,7 @@ from service.processes import (
     tail,
     wait_http,
 )
-from service.secret_files import new_ray_token, ray_auth_headers
-from service.settings import LOOPBACK, Settings
+from service.stack.secret_files import new_ray_token, ray_auth_headers
 
 __all__ = ["NEVER_INHERITED", "STOP_GRACE_S", "Child", "Stack", "free_port", "port_in_use",
            "serve_in_thread"]
@@ -154,7 +154,7 @@ class Stack:
         if self.gcs_address is None or self.ray_temp_dir is None:
             raise RuntimeError("start the head first")
         cmd = [
-            sys.executable, "-m", "service.ray_node", "--block", "--disable-usage-stats",
+            sys.executable, "-m", "service.stack.ray_node", "--block", "--disable-usage-stats",
             "--address", self.gcs_address, "--node-ip-address", LOOPBACK,
             "--node-name", name, "--temp-dir", str(self.ray_temp_dir / name),
             "--num-cpus", str(num_cpus),
@@ -194,7 +194,7 @@ class Stack:
             # `ray start` replaces a loopback --node-ip-address with the machine's address, and
             # the GCS, raylet, object manager, agents and workers then bind that, unless Ray
             # takes the host for a single-node one (the switch Windows and macOS get; a second
-            # node then needs service.ray_node to start at all).
+            # node then needs service.stack.ray_node to start at all).
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             **self.ray_client_env(),
         }
@@ -248,7 +248,7 @@ class Stack:
     def start(self) -> Stack:
         """MLflow and Ray start side by side (neither needs the other), then the controller.
         A controller that would be exposed without auth is refused before anything starts.
-        A reaper (``service.reaper``) is started first: it kills the stack if this process
+        A reaper (``service.stack.reaper``) is started first: it kills the stack if this process
         dies without stopping it (SIGKILL, OOM), so nothing is left orphaned."""
         if self.want_controller:
             self.settings.check_exposure()
@@ -327,7 +327,7 @@ class Stack:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps({"groups": []}))
         me = psutil.Process()
-        cmd = [sys.executable, "-m", "service.reaper", "--parent", str(me.pid),
+        cmd = [sys.executable, "-m", "service.stack.reaper", "--parent", str(me.pid),
                "--parent-started", repr(me.create_time()), "--state", str(self.state_file)]
         self._reaper = spawn("reaper", cmd, self.log_dir)
 

@@ -1,4 +1,4 @@
-"""``ray start`` for a node that joins a head on loopback (``python -m service.ray_node
+"""``ray start`` for a node that joins a head on loopback (``python -m service.stack.ray_node
 --address 127.0.0.1:PORT --node-ip-address 127.0.0.1 ...``, any other ``ray start`` option).
 
 Ray on Linux swaps a loopback ``--node-ip-address`` (and a loopback ``--address``) for the
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if (ray_constants.ENABLE_RAY_CLUSTER or scripts.ray_constants is not ray_constants
             or services.get_node_ip_address() != "127.0.0.1"):
-        raise SystemExit("this Ray does not keep a node on loopback the way service.ray_node "
+        raise SystemExit("this Ray does not keep a node on loopback the way service.stack.ray_node "
                          "expects (ray_constants.ENABLE_RAY_CLUSTER)")
     scripts.ray_constants = _ClusterAllowed(ray_constants)
     sys.argv = ["ray", "start", *(sys.argv[1:] if argv is None else argv)]

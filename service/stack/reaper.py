@@ -7,8 +7,8 @@ stop). If the owner dies first (SIGKILL, the OOM killer), it does what ``Stack.s
 have: SIGTERM to each group, a short grace, SIGKILL, then every process still naming the Ray
 temp dir, so no MLflow server or Ray head outlives ``ablate serve``.
 
-Run as ``python -m service.reaper --parent PID --parent-started T --state FILE``; of the service
-it imports only ``service.processes`` (psutil, httpx), so it starts fast.
+Run as ``python -m service.stack.reaper --parent PID --parent-started T --state FILE``; of the
+service it imports only ``service.stack.processes`` (psutil, httpx), so it starts fast.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from service.processes import processes_mentioning
+from service.stack.processes import processes_mentioning
 
 POLL_S = 0.25
 GRACE_S = 2.0

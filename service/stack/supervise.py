@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from service.stack import Stack
+from service.stack.embedded import Stack
 
 RESTARTABLE = ("mlflow", "controller")
 

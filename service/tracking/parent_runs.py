@@ -2,7 +2,7 @@
 comparison artifacts on that run, and ending the runs nobody else will end.
 
 One module that both the executor (submit, cancel, reconcile) and the end-of-experiment step
-(``service.finalize``) use, so neither needs the other. The MLflow experiment and the parent run
+(``service.job.finalize``) use, so neither needs the other. The MLflow experiment and the parent run
 are created before any trial starts, because concurrent first writes to a fresh SQLite-backed
 MLflow store race. Every step is idempotent: the job and the reconciler may overlap.
 """
@@ -18,7 +18,9 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from service import views
-from service.mlflow_names import (
+from service.settings import Settings
+from service.store import ExperimentView, Store
+from service.tracking.names import (
     COMPARE_TAG,
     EXPERIMENT_TAG,
     ROLE_TAG,
@@ -26,8 +28,6 @@ from service.mlflow_names import (
     mlflow_experiment_name,
     trials_view_state,
 )
-from service.settings import Settings
-from service.store import ExperimentView, Store
 from trainer.tracking import ensure_experiment
 
 SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.stack import free_port
+from service.stack.embedded import free_port
 from tests.docker.compose_tool import docker_compose
 from tests.e2e.conftest import done, is_loopback, tiny_spec, trials
 

@@ -460,7 +460,7 @@ def test_entrypoint_ray_and_mlflow_roles(tmp_path: Path) -> None:
 def test_healthcheck(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from service.stack import free_port
+    from service.stack.embedded import free_port
 
     spec = importlib.util.spec_from_file_location("ablate_healthcheck",
                                                   DOCKER / "healthcheck.py")
@@ -490,7 +490,7 @@ def test_controller_role_uses_an_external_token_protected_ray(tmp_path: Path) ->
     import httpx
     import psutil
 
-    from service.stack import free_port
+    from service.stack.embedded import free_port
 
     seen: list[tuple[str, str | None]] = []
 

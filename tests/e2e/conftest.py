@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from service.settings import Settings
-from service.stack import Stack, free_port
+from service.stack.embedded import Stack, free_port
 
 # Small enough that a trial takes seconds on 2 cores, big enough to evaluate retrieval.
 TINY = {

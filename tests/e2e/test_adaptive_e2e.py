@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from ray.job_submission import JobSubmissionClient
 
-from service.secret_files import ray_auth_headers
+from service.stack.secret_files import ray_auth_headers
 from tests.e2e.conftest import done, runs_of, tiny_spec, trials, wait_for
 
 pytestmark = pytest.mark.slow

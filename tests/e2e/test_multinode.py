@@ -1,5 +1,5 @@
 """A Ray cluster of two nodes on one machine, without containers: the stack's head (``ray start
---head``, one CPU) and a second node (``python -m service.ray_node``, i.e. ``ray start
+--head``, one CPU) and a second node (``python -m service.stack.ray_node``, i.e. ``ray start
 --address``, one CPU and a ``node2`` resource), separate processes on 127.0.0.1. Checkpoints go
 where a cluster of machines keeps them, in an S3 bucket (``ABLATE_STORAGE_URI``; moto's S3
 server on loopback, the AWS variables in every node's environment), not on a disk the nodes
@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from service.settings import Settings
-from service.stack import Stack, free_port
+from service.stack.embedded import Stack, free_port
 from tests.e2e.conftest import (
     beyond_loopback,
     done,

@@ -9,7 +9,7 @@ import time
 import pytest
 from ray.job_submission import JobSubmissionClient
 
-from service.secret_files import ray_auth_headers
+from service.stack.secret_files import ray_auth_headers
 from tests.e2e.conftest import done, get, runs_of, tiny_spec, trials, wait_for
 from trainer.warm_start import WARM_START_EXPERIMENT
 

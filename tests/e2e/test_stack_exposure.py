@@ -20,8 +20,8 @@ import pytest
 from pydantic import SecretStr
 
 from service.execution import Executor
-from service.secret_files import ray_auth_headers
-from service.stack import Stack
+from service.stack.embedded import Stack
+from service.stack.secret_files import ray_auth_headers
 from service.store import Store
 from tests.e2e.conftest import (
     beyond_loopback,

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from service.stack import free_port
+from service.stack.embedded import free_port
 from tests.e2e.conftest import done, runs_of, tiny_spec, trials, wait_for
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from service.stack import free_port
+from service.stack.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_PG = Path("/usr/lib/postgresql")

@@ -20,7 +20,7 @@ from pydantic import TypeAdapter
 from service import report, views
 from service.api import create_app
 from service.api.models import ExperimentOut, experiment_out
-from service.revision_cache import RevisionCache
+from service.api.revision_cache import RevisionCache
 from service.settings import Settings
 from service.store import NewTrial, NotFound, Store, TrialState
 from service.views import CompareQuery

@@ -25,7 +25,7 @@ from schemathesis.config import SchemathesisConfig
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import create_app
-from service.stack import serve_in_thread
+from service.stack.embedded import serve_in_thread
 from tests.service.api_client import offline_settings
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.api import create_app
 from service.settings import ExposedWithoutAuth, Settings
-from service.stack import Stack
+from service.stack.embedded import Stack
 
 TOKEN = "s3cret-" + "x" * 20
 

@@ -296,9 +296,9 @@ def test_comparison_artifacts_on_the_parent_run_once(client, tmp_path):
     """The supervisor's end-of-job step against a real MLflow (SQLite store, no server)."""
     from mlflow.tracking import MlflowClient
 
-    from service.mlflow_names import COMPARE_TAG
-    from service.parent_runs import ParentRuns
-    from service.supervisor import curves_to_store
+    from service.job.supervisor import curves_to_store
+    from service.tracking.names import COMPARE_TAG
+    from service.tracking.parent_runs import ParentRuns
 
     settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=f"sqlite:///{tmp_path}/ml.db",
                         mlflow_ui_url=MLFLOW_UI)

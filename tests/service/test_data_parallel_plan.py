@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from service import submit
-from service.data_parallel import torch_backend, worker_resources
-from service.schedulable import unfit_reason
+from service.job.data_parallel import torch_backend, worker_resources
+from service.job.schedulable import unfit_reason
 from service.specs import RunOptions, SpecError, parse_spec
 from service.specs.resources import Resources
 from tests.service.api_client import offline_settings

@@ -15,7 +15,7 @@ import torch
 from service.api import create_app
 from service.settings import Settings
 from service.specs import expand, parse_spec
-from service.stack import serve_in_thread
+from service.stack.embedded import serve_in_thread
 from trainer.model.forward import VocabInfo
 from trainer.model.pretrainer import Pretrainer
 

@@ -8,9 +8,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from service.execution import Executor
-from service.mlflow_names import COMPARE_TAG, mlflow_experiment_name
 from service.settings import Settings
 from service.store import Store
+from service.tracking.names import COMPARE_TAG, mlflow_experiment_name
 from tests.service.test_compare_api import MLFLOW_UI, plant_experiment
 
 

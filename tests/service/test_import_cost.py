@@ -22,7 +22,7 @@ def imported_after(code: str, modules: list[str]) -> dict[str, bool]:
 
 
 def test_job_driver_starts_without_torch_or_mlflow() -> None:
-    seen = imported_after("import service.supervisor", ["torch", "mlflow", "transformers"])
+    seen = imported_after("import service.job.supervisor", ["torch", "mlflow", "transformers"])
     assert seen == {"torch": False, "mlflow": False, "transformers": False}
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from service.execution import Executor
-from service.processes import spawn as _spawn
-from service.secret_files import ray_auth_headers, write_private
 from service.settings import SECRETS_FILE_ENV, Settings
+from service.stack.processes import spawn as _spawn
+from service.stack.secret_files import ray_auth_headers, write_private
 from service.store import Store
 
 TOKEN = "api-token-" + "t" * 24
@@ -72,7 +72,7 @@ def test_the_tune_callback_pickles_without_the_database_url(settings, monkeypatc
     """Tune cloudpickles its callbacks into the experiment's folder under the data dir."""
     from ray import cloudpickle
 
-    from service.supervisor import _make_callback
+    from service.job.supervisor import _make_callback
 
     monkeypatch.setenv("ABLATE_DB_URL", DB_URL)
     callback = _make_callback()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from service.looks import add_next_look, look_state
+from service.job.looks import add_next_look, look_state
 from service.store import Store
 from tests.service.api_client import JSON, make_client
 

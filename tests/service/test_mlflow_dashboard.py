@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from service.api import create_app
-from service.mlflow_names import trial_tags
-from service.parent_runs import ParentRuns
 from service.settings import Settings
-from service.stack import Stack, free_port, serve_in_thread
+from service.stack.embedded import Stack, free_port, serve_in_thread
+from service.tracking.names import trial_tags
+from service.tracking.parent_runs import ParentRuns
 from tests.service.test_compare_api import plant_experiment
 from tests.service.test_report_page import (  # noqa: F401  (fixture)
     ARTIFACTS,

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from service.api import create_app
 from service.settings import Settings
-from service.stack import serve_in_thread
+from service.stack.embedded import serve_in_thread
 from tests.service.test_compare_api import MLFLOW_UI, plant_experiment
 
 ROOT = Path(__file__).resolve().parents[2]

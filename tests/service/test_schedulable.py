@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from service.schedulable import unfit_reason, wait_until_fits
+from service.job.schedulable import unfit_reason, wait_until_fits
 
 
 def node(alive: bool = True, **resources: float) -> dict[str, object]:

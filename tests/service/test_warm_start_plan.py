@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from service.job.supervisor import distinct_warm_starts
 from service.specs import expand, parse_spec
-from service.supervisor import distinct_warm_starts
 
 
 def _plan(spec: dict) -> dict[int, dict]:

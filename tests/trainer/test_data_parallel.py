@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from service.processes import free_port
+from service.stack.processes import free_port
 from trainer.checkpoint import CHECKPOINT_NAME, load_latest
 from trainer.config import TrainConfig, build_config
 from trainer.loop import Trainer

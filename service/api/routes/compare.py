@@ -40,7 +40,7 @@ def compare_experiment(
 
     A plain ``def``: FastAPI runs it in a worker thread, so the statistics and the plots
     (seconds for PNG/HTML of 100 variants) never block the event loop. Computed once per
-    state of the experiment (``service.compare_cache``).
+    state of the experiment (``service.api.compare_cache``).
     """
     return _rendered(request, store, exp_id, format, query, settings)
 

@@ -33,7 +33,7 @@ from service.api.models import (
 )
 from service.api.responses import UNAUTHORIZED, Responses, errors
 from service.execution import Executor, RayUnavailable, Reconciler
-from service.power_plan import PowerError, PowerPlan, plan_power
+from service.planning.power import PowerError, PowerPlan, plan_power
 from service.settings import Settings
 from service.specs import SpecError
 from service.store import NotFound, Store
