@@ -165,16 +165,23 @@ def submit(
     url: str | None = typer.Option(None, help="controller URL [ABLATE_CONTROLLER_URL]"),
     idempotency_key: str | None = typer.Option(
         None, help="submitting again with this key returns the first experiment, not a new one"),
+    delta: float | None = typer.Option(
+        None, help="dry run: the difference to detect (seeds it needs; an adaptive plan's "
+        "expected trials)"),
+    sd: float | None = typer.Option(None, help="dry run: the spread of a difference over seeds"),
+    prior: str | None = typer.Option(None, help="dry run: an experiment whose spread to use"),
 ) -> None:
-    """Submit an ablation spec; prints the experiment id."""
+    """Submit an ablation spec; prints the experiment id (a dry run: the plan as JSON)."""
     media = "application/json" if file.suffix.lower() == ".json" else "application/yaml"
     headers = {"content-type": media}
     if idempotency_key:
         headers["Idempotency-Key"] = idempotency_key
+    params: dict[str, str | float | bool] = {"dry_run": dry_run}
+    params.update({k: v for k, v in (("delta", delta), ("sd", sd), ("prior", prior))
+                   if v is not None})
     with _client(url) as client:
         out = _check(client.post(
-            "/experiments", params={"dry_run": dry_run}, content=file.read_bytes(),
-            headers=headers,
+            "/experiments", params=params, content=file.read_bytes(), headers=headers,
         ))
     if dry_run:
         console.print_json(json.dumps(out))

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel
 
+from service.planning.adaptive import AdaptivePlan
 from service.planning.power import PowerPlan
 from service.settings import Settings
 from service.store import ExperimentView, NewVariant, TrialView
@@ -54,8 +55,13 @@ class DryRunOut(BaseModel):
     design: str
     baseline: str
     seeds: list[int]
+    """The seeds every arm runs first (an adaptive spec's initial seeds)."""
     variants: list[PlannedVariantOut]
     trials: int
+    """Trials planned now (an adaptive spec's first look; ``adaptive`` says how far it grows)."""
+    adaptive: AdaptivePlan | None = None
+    """Adaptive seeds only: the schedule, looks, stopping rule, trials at the first look and at
+    most; with ``delta`` and ``sd`` or ``prior`` also the expected trials."""
     power: PowerPlan | None = None
     """With ``delta`` and ``sd`` or ``prior``: the seeds per arm that detect ``delta``."""
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from service.analysis import Analysis, ExperimentView, TrialRecord, VariantView, analyze
-from service.report import FORMATS, render, render_figures, tex
+from service.report import FORMATS, render, render_figures
+from service.report.render import tex
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -33,6 +33,7 @@ from service.api.models import (
 )
 from service.api.responses import UNAUTHORIZED, Responses, errors
 from service.execution import Executor, RayUnavailable, Reconciler
+from service.planning.adaptive import plan_adaptive
 from service.planning.power import PowerError, PowerPlan, plan_power
 from service.settings import Settings
 from service.specs import SpecError
@@ -118,6 +119,11 @@ def _create(body: bytes, as_json: bool, dry_run: bool, key: str | None, settings
         out = dry_run_out(planned)
         if wanted is not None:
             out.power = _power(planned, store, wanted)
+        out.adaptive = plan_adaptive(
+            planned.spec, len(planned.variants),
+            delta=None if out.power is None else out.power.delta,
+            sd=None if out.power is None else out.power.sd,
+            sd_source="stated" if out.power is None else out.power.sd_source)
         return JSONResponse(out.model_dump(mode="json"), status_code=200)
     try:
         done = submit.submit(planned, store, executor, reconciler, idempotency_key=key)
