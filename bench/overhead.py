@@ -25,7 +25,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,9 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 sys.path.insert(0, str(ROOT))
 
-from service.settings import Settings  # noqa: E402
+from service.settings import LOOPBACK, Settings  # noqa: E402
 from service.stack.embedded import Stack, free_port  # noqa: E402
 from service.states import TERMINAL_STATUSES  # noqa: E402
+
+RAY_CONNECT_TIMEOUT_S = 60.0
+"""How long joining the stack's Ray may take before the bench stops with the reason (it takes
+about 2 s; a driver that looks for its raylet at the wrong address retries forever)."""
 
 POLL_S = 0.5
 """How often the bench asks the controller (``ablate watch`` asks every 1 s). Each GET costs the
@@ -172,7 +178,40 @@ class TuneRun(NamedTuple):
     worker_created: float
 
 
-def tune_fit(n: int, steps: int, tracking_uri: str, work: Path, gcs: str, way: str) -> TuneRun:
+def connect_ray(gcs: str, on_timeout: Callable[[], None] | None = None,
+                timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """Join the stack's Ray as its own processes do, with ``Stack.ray_client_env()`` in the
+    environment before Ray is imported: without its loopback switch the driver takes the
+    machine's own address for its node's, looks for a raylet there that the loopback head never
+    has, and retries every 5 s forever ("Failed to connect to GCS"). A watchdog ends the process
+    with the reason if joining takes longer than ``timeout_s`` (``ray.init`` blocks in native
+    code, where no Python signal arrives)."""
+    import ray
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        raise SystemExit("bench/overhead.py: Ray was imported without the stack's loopback "
+                         "switch (Stack.ray_client_env()); its driver would look for the head "
+                         "beyond loopback")
+
+    joined = threading.Event()
+
+    def watchdog() -> None:
+        if not joined.wait(timeout_s):
+            print(f"bench/overhead.py: could not join Ray at {gcs} as a driver on {LOOPBACK} "
+                  f"within {timeout_s:.0f} s; stopping", file=sys.stderr, flush=True)
+            if on_timeout is not None:
+                on_timeout()
+            os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True, name="ray-connect-watchdog").start()
+    ray.init(address=gcs, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    joined.set()
+
+
+def tune_fit(n: int, steps: int, tracking_uri: str, work: Path, gcs: str, way: str,
+             on_timeout: Callable[[], None] | None = None) -> TuneRun:
     """Connect to Ray and run the N trials under Tune (``way`` names the trials' checkpoint
     folder, so two runs never resume each other)."""
     import ray
@@ -182,8 +221,7 @@ def tune_fit(n: int, steps: int, tracking_uri: str, work: Path, gcs: str, way: s
     from trainer.tracking import ensure_experiment
 
     ensure_experiment(MlflowClient(tracking_uri), "bench-tune")  # first write, before trials
-    ray.init(address=gcs, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    connect_ray(gcs, on_timeout=on_timeout)
     try:
         t0 = time.time()
         trainable = tune.with_resources(
@@ -202,10 +240,10 @@ def tune_fit(n: int, steps: int, tracking_uri: str, work: Path, gcs: str, way: s
         ray.shutdown()
 
 
-def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str
-             ) -> tuple[Timeline, str]:
+def run_tune(n: int, steps: int, tracking_uri: str, work: Path, gcs: str,
+             on_timeout: Callable[[], None]) -> tuple[Timeline, str]:
     """Tune's ``fit`` in this process, timed from after ``ray.init``."""
-    run = tune_fit(n, steps, tracking_uri, work, gcs, way="tune")
+    run = tune_fit(n, steps, tracking_uri, work, gcs, way="tune", on_timeout=on_timeout)
     first = min(s for s, _ in run.spans)
     detail = (f"  tune startup, after fit: trial worker +{run.worker_created - run.t0:.1f} s, "
               f"trial running +{first - run.t0:.1f} s")
@@ -216,11 +254,14 @@ def run_tune_script(n: int, steps: int, tracking_uri: str, work: Path, gcs: str)
     """The same Tune run as a script a user would start: timed from process start to exit, so
     it pays Python's start, the imports and ``ray.init`` as the service's job driver does."""
     t0 = time.time()
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, __file__, "--tune-script", "--trials", str(n), "--steps", str(steps),
          "--gcs", gcs, "--tracking-uri", tracking_uri, "--work", str(work)],
-        capture_output=True, text=True, check=True,
-    ).stdout
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the Tune script failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    out = done.stdout
     t1 = time.time()
     spans = json.loads(out.strip().splitlines()[-1])["spans"]
     return timeline(t0, t1, [(a, b) for a, b in spans])
@@ -298,7 +339,7 @@ def main() -> None:
         warm_up(uri, work)
         loop = run_loop(n, args.steps, uri, work)
         print(f"  loop     {loop:7.1f} s  ({loop / n:.2f} s per trial)", flush=True)
-        tuned, tune_start = run_tune(n, args.steps, uri, work, gcs)
+        tuned, tune_start = run_tune(n, args.steps, uri, work, gcs, on_timeout=stack.stop)
         print(tuned.line("tune", n), flush=True)
         script = run_tune_script(n, args.steps, uri, work, gcs)
         print(script.line("script", n), flush=True)

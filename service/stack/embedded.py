@@ -42,6 +42,7 @@ from service.stack.processes import (
     tail,
     wait_http,
 )
+from service.stack.ray_node import CLUSTER_SWITCH
 from service.stack.secret_files import new_ray_token, ray_auth_headers
 
 __all__ = ["NEVER_INHERITED", "STOP_GRACE_S", "Child", "Stack", "free_port", "port_in_use",
@@ -189,15 +190,7 @@ class Stack:
         return any(n.get("node_name") == name and n.get("state") == "ALIVE" for n in nodes)
 
     def _ray_node_env(self) -> dict[str, str]:
-        return {
-            "RAY_USAGE_STATS_ENABLED": "0",
-            # `ray start` replaces a loopback --node-ip-address with the machine's address, and
-            # the GCS, raylet, object manager, agents and workers then bind that, unless Ray
-            # takes the host for a single-node one (the switch Windows and macOS get; a second
-            # node then needs service.stack.ray_node to start at all).
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            **self.ray_client_env(),
-        }
+        return {"RAY_USAGE_STATS_ENABLED": "0", CLUSTER_SWITCH: "0", **self.ray_client_env()}
 
     def spawn_controller(self) -> Child:
         """Start the controller (uvicorn) without waiting for it."""
@@ -237,12 +230,20 @@ class Stack:
         self._write_state()
 
     def ray_client_env(self) -> dict[str, str]:
-        """Ray's variables for a process that joins this stack's Ray as a driver (``ray.init``):
-        token auth and where the token is. Empty when the stack runs no Ray of its own."""
+        """Ray's variables for a process of this stack's Ray, a node or a driver that joins it
+        (``ray.init``): token auth and where the token is, and loopback addresses. Empty when
+        the stack runs no Ray of its own.
+
+        ``ray start`` replaces a loopback --node-ip-address with the machine's address, and the
+        GCS, raylet, object manager, agents and workers then bind that, unless Ray takes the
+        host for a single-node one (the switch Windows and macOS get; a second node then needs
+        service.stack.ray_node to start at all). A driver without the switch takes the
+        machine's address for its node's, finds no raylet there and retries forever."""
         path = self.settings.ray_auth_token_file
         if not self.want_ray or path is None:
             return {}
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path),
+                CLUSTER_SWITCH: "0"}
 
     # ---- whole stack -----------------------------------------------------------------------
     def start(self) -> Stack:
