@@ -83,7 +83,7 @@ def leaves_prior(history: list[tuple[int, float]]) -> int | None:
 
 def mlm_with_and_without_the_image(trainer: Any) -> dict[str, float]:
     """The test captions' MLM loss through the trained fusion, with their own image, a blank
-    (all-zero) image and a shifted image (another test caption's), one fixed masking."""
+    (all-zero: mid-grey) image and the next test image, one fixed masking."""
     import torch
 
     from trainer.objectives.mlm import MLM, mask_tokens, mlm_loss
@@ -93,7 +93,9 @@ def mlm_with_and_without_the_image(trainer: Any) -> dict[str, float]:
     assert isinstance(mlm, MLM)
     split = trainer.bench.test
     ids, mask = trainer.bench.tokenize(split.captions)
-    images = split.load_images(torch.as_tensor(split.image_ids))
+    owner = split.caption_image
+    images = split.load_images(owner)
+    others = split.load_images((owner + 1) % split.num_images)
     gen = torch.Generator().manual_seed(0)
     masked, labels = mask_tokens(ids, pre.vocab, mlm.cfg, gen)
     pre.eval()
@@ -101,7 +103,7 @@ def mlm_with_and_without_the_image(trainer: Any) -> dict[str, float]:
     with torch.no_grad():
         text = pre.model.encode_text(masked, mask)
         for name, pixels in (("own", images), ("blank", torch.zeros_like(images)),
-                             ("other", images.roll(1, dims=0))):
+                             ("other", others)):
             fused = pre.model.fuse(text, mask, pre.model.encode_image(pixels))
             out[f"mlm_{name}_image"] = float(mlm_loss(mlm.head(fused), labels))
     return out

@@ -86,6 +86,11 @@ class TextConfig(Section):
         default="cls",
         description="ITC feature: the [CLS] state (ALBEF) or the mean of the token states",
     )
+    fusion_readout: Literal["cls", "mean"] = Field(
+        default="cls",
+        description="what the heads on the fusion encoder (ITM, VILLA's ITM) read: the fused "
+        "[CLS] state (ALBEF) or the mean of the fused token states",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TextConfig:

@@ -107,6 +107,13 @@ class TrainConfig(Section):
         data = self.model_dump(mode="json")
         for section, key in RESULT_NEUTRAL_FIELDS:
             data[section].pop(key, None)
+        for path, default in ADDED_WITH_DEFAULT.items():
+            *parents, key = path.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            if node.get(key) == default:
+                del node[key]
         data.pop("preset", None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
@@ -124,6 +131,13 @@ RESULT_NEUTRAL_FIELDS = [
     ("runtime", "checkpoint_every"),
 ]
 """Fields that never change the numbers a trial produces, so they stay out of its hash."""
+
+ADDED_WITH_DEFAULT: dict[str, Any] = {
+    "model.text.fusion_readout": "cls",
+}
+"""Fields added after configs were hashed, and the default that does what the code did before
+them: at that value they stay out of the canonical JSON, so existing configs keep their hash
+(and a stored trial's key its meaning)."""
 
 
 def build_config(

@@ -108,5 +108,5 @@ class Pretrainer(nn.Module):
     @torch.no_grad()
     def itm_scores(self, text: Tensor, mask: Tensor, image: Tensor) -> Tensor:
         """ITM logit margin (match log-odds) for aligned rows of text and image embeddings."""
-        fused = self.model.fuse(text, mask, image)
-        return require(self.enabled(), ITM).score(fused[:, 0])
+        itm = require(self.enabled(), ITM)
+        return itm.score(itm.readout(self.model.fuse(text, mask, image), mask))

@@ -1,4 +1,5 @@
-"""ITM: does this text match this image? A binary head on the fusion [CLS] (ALBEF sec. 3.2).
+"""ITM: does this text match this image? A binary head on the fusion [CLS] (ALBEF sec. 3.2), or
+on the mean of the fused token states (``model.text.fusion_readout``).
 
 Each pair gets one negative image and one negative text. With ``hard_negatives`` they are drawn
 in proportion to the softmax of the in-batch ITC similarity (hard, contrastively similar
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.config.objectives import ITMConfig
+from trainer.model.pooling import pool_tokens
 from trainer.objectives.base import (
     Objective,
     ObjectiveEnv,
@@ -70,8 +72,17 @@ class ITM(Objective):
         super().__init__(cfg, env)
         self.head = nn.Linear(env.text_dim, 2)
 
+    def readout(self, fused: Tensor, mask: Tensor) -> Tensor:
+        """[B,L,D] fused text states -> [B,D], what the head reads (``model.text.
+        fusion_readout``): the fused [CLS] (ALBEF) or the mean over the caption's tokens."""
+        return pool_tokens(fused, self.env.train.model.text.fusion_readout, mask)
+
+    def logits(self, fused: Tensor, mask: Tensor) -> Tensor:
+        """Match / no-match logits of fused pairs, [B,2]."""
+        return self.head(self.readout(fused, mask))
+
     def score(self, fused_cls: Tensor) -> Tensor:
-        """Match score of fused [CLS] vectors for retrieval: the logit margin
+        """Match score of fused readouts (``readout``) for retrieval: the logit margin
         ``logit[match] - logit[no match]``, i.e. the log-odds of a match.
 
         It orders pairs as the match probability does, but a float32 softmax rounds to exactly
@@ -120,12 +131,13 @@ class ITM(Objective):
         image_all, text_all = ctx.gather(image), ctx.gather(text)
         mask_all = ctx.gather_detached(mask)
         # positives, (text, negative image), (negative text, image) in one fusion pass
+        fused_mask = torch.cat([mask, mask[text_rows], mask_all[neg_text]])
         fused = ctx.model.fuse(
             torch.cat([text, text[text_rows], text_all[neg_text]]),
-            torch.cat([mask, mask[text_rows], mask_all[neg_text]]),
+            fused_mask,
             torch.cat([image, image_all[neg_image], image[image_rows]]),
         )
-        logits = self.head(fused[:, 0])
+        logits = self.logits(fused, fused_mask)
         labels = torch.cat([
             torch.ones(len(b), dtype=torch.long, device=logits.device),
             torch.zeros(len(text_rows) + len(image_rows), dtype=torch.long, device=logits.device),

@@ -158,7 +158,7 @@ def perturbed_forward(
 
 def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
     """ITM over the positives and one random negative image per caption."""
-    b, head = ctx.batch, require(ctx.objectives, ITM).head
+    b, itm = ctx.batch, require(ctx.objectives, ITM)
     with torch.no_grad():
         rows, neg = sample_negatives(negative_weights(None, ctx.positives, 1.0),
                                          ctx.generator("villa"))
@@ -169,8 +169,8 @@ def itm_task(ctx: StepContext, modality: str) -> AdversarialTask:
     labels = (torch.arange(len(pair_text), device=mask.device) < len(b)).long()
     inputs = perturbed_forward(ctx, modality, b.input_ids[pair_text], mask, text,
                                b.images[pair_image], image)
-    clean = head(ctx.model.fuse(text, mask, image)[:, 0])
-    return AdversarialTask(clean, labels, lambda d: head(inputs.fused(d)[:, 0]), inputs)
+    clean = itm.logits(ctx.model.fuse(text, mask, image), mask)
+    return AdversarialTask(clean, labels, lambda d: itm.logits(inputs.fused(d), mask), inputs)
 
 
 def mlm_task(ctx: StepContext, modality: str) -> AdversarialTask | None:
