@@ -109,6 +109,39 @@ def mlm_with_and_without_the_image(trainer: Any) -> dict[str, float]:
     return out
 
 
+def image_dependence(preset: str, dotted: dict[str, Any], seed: int, pairs: int = 16
+                     ) -> dict[str, float]:
+    """At step 0 (warm start loaded, fusion as initialised): how much of the fused readout's
+    spread over every (caption, image) combination of ``pairs`` test pairs the image explains,
+    for the [CLS] readout and the mean readout. The share is the variance over images with the
+    caption held fixed, averaged, over the total variance; a head cannot tell a match from a
+    mismatch through a readout the image does not move."""
+    import torch
+
+    from trainer.config import build_config
+    from trainer.loop import Trainer
+    from trainer.model.pooling import pool_tokens
+
+    cfg = build_config(preset, dotted={**dotted, "schedule.steps": 1})
+    trainer = Trainer(cfg, seed)
+    pre, split = trainer.pretrainer, trainer.bench.test
+    ids, mask = trainer.bench.tokenize(split.captions[:pairs])
+    pre.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        image = pre.model.encode_image(split.load_images(split.caption_image[:pairs]))
+        text = pre.model.encode_text(ids, mask)
+        t = text.repeat_interleave(pairs, 0)
+        m = mask.repeat_interleave(pairs, 0)
+        fused = pre.model.fuse(t, m, image.repeat(pairs, 1, 1))
+        for how in ("cls", "mean"):
+            r = pool_tokens(fused, how, m).reshape(pairs, pairs, -1).double()  # [text, image]
+            total = r.reshape(pairs * pairs, -1).var(0).sum()
+            over_images = r.var(1).sum(-1).mean()
+            out[f"image_share_{how}"] = float(over_images / total)
+    return out
+
+
 def run_seed(preset: str, dotted: dict[str, Any], seed: int) -> dict[str, Any]:
     from trainer.config import build_config
     from trainer.loop import Trainer
@@ -161,7 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the rows and summaries here")
+    ap.add_argument("--probe", action="store_true",
+                    help="only the image's share of the fused readouts' spread at step 0")
     args = ap.parse_args(argv)
+    if args.probe:
+        dotted = {**QUICK_BUDGET, **parse_sets(args.sets)}
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            shares = image_dependence(args.preset, dotted, seed)
+            print(f"  seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in shares.items()),
+                  flush=True)
+        return 0
 
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     label = args.label or " ".join(args.sets) or "as configured"

@@ -62,6 +62,12 @@ OVERRIDES = {
 }
 
 
+def cache_root(work: Path) -> str:
+    """The benchmark's data for every way, under the stack's data dir: a spec may name data
+    only there (the service's path confinement), and all four ways share one cache."""
+    return str(work / "data" / "cache")
+
+
 def config(steps: int, cache: str):
     from trainer.config import build_config, nest
 
@@ -77,7 +83,7 @@ def warm_up(tracking_uri: str, work: Path) -> None:
     """Generate the benchmark and tokenizer once, outside the timings."""
     from trainer.trial import run_trial
 
-    run_trial(config(1, str(work / "cache")), 999, tracking_uri=tracking_uri,
+    run_trial(config(1, cache_root(work)), 999, tracking_uri=tracking_uri,
               experiment_name="bench-warmup", checkpoint_dir=work / "warmup")
 
 
@@ -87,7 +93,7 @@ def run_loop(n: int, steps: int, tracking_uri: str, work: Path) -> float:
     from trainer.trial import run_trial
 
     torch.set_num_threads(1)  # what each Ray trial gets (1 CPU): the same work per trial
-    cfg = config(steps, str(work / "cache"))
+    cfg = config(steps, cache_root(work))
     t0 = time.perf_counter()
     for seed in range(n):
         run_trial(cfg, seed, tracking_uri=tracking_uri, experiment_name="bench-loop",
@@ -104,7 +110,7 @@ def _tune_trial(params: dict, tracking_uri: str, steps: int, work: str, way: str
     seed = params["seed"]
     started = time.time()  # after the imports, where the service's trial marks itself running
     worker_created = psutil.Process().create_time()
-    result = run_trial(config(steps, str(Path(work) / "cache")), seed, tracking_uri=tracking_uri,
+    result = run_trial(config(steps, cache_root(Path(work))), seed, tracking_uri=tracking_uri,
                        experiment_name=f"bench-{way}", run_name=f"{way} seed={seed}",
                        checkpoint_dir=Path(work) / way / str(seed))
     tune.report({**result.metrics, "wall_started": started, "wall_finished": time.time(),
@@ -270,7 +276,7 @@ def run_tune_script(n: int, steps: int, tracking_uri: str, work: Path, gcs: str)
 def run_service(n: int, steps: int, controller: str, work: Path) -> tuple[Timeline, str]:
     spec = {
         "name": "bench-service", "design": "explicit", "variants": {"tiny": {}},
-        "base": {"preset": "tiny", "set": spec_set(steps, str(work / "cache"))},
+        "base": {"preset": "tiny", "set": spec_set(steps, cache_root(work))},
         "seeds": n, "resources": {"cpus": 1}, "rerun": True,
     }
     with httpx.Client(base_url=controller, timeout=120) as api:
