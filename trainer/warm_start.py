@@ -11,8 +11,9 @@ recipe (``init``), its seed and the trainer's code. It is computed once per key,
 lock, written atomically beside the data, and every trial with that key loads it: the arms of
 an experiment and its seeds all start from the same encoders, as every seed of a paper's
 ablation starts from the same pretrained weights. Only what the stage trained is stored (the
-parameters that received a gradient); fusion layers and projections keep the trial's own
-random init. With a tracking URI the computation is logged as its own MLflow run, weights
+parameters that received a gradient); projections, heads and cross-attention keep the trial's
+own random init, and so do the fusion layers unless ``init.fusion`` runs the text stage
+through them (ALBEF's fusion starts from BERT's top layers). With a tracking URI the computation is logged as its own MLflow run, weights
 attached, found again by its key so a retry never makes a second run.
 
 With ``ABLATE_STORAGE_URI`` set (the service's shared storage) the file lives there instead,
@@ -50,6 +51,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.data import Benchmark, load_benchmark, patch_labels
 from trainer.data.benchmark import cache_dir
 from trainer.keys import code_fingerprint
+from trainer.model.albef import ALBEFModel
 from trainer.model.build import build_model
 from trainer.model.forward import VocabInfo
 from trainer.objectives.mlm import IGNORE, MLMConfig, MLMHead, mask_tokens
@@ -255,6 +257,8 @@ def train_warm_start(
         row_ids, row_mask = ids[rows, :length], mask[rows, :length]
         masked, mlm_labels = mask_tokens(row_ids, vocab, mlm_cfg, generator=g)
         states = model.text_states(model.encode_text(masked, row_mask), row_mask)
+        if init.fusion and isinstance(model, ALBEFModel):
+            states = model.fuse_text_only(states, row_mask)
         logits = heads.mlm(states)
         chosen = mlm_labels != IGNORE
         mlm_loss = F.cross_entropy(logits[chosen], mlm_labels[chosen]) if chosen.any() \

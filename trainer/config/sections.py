@@ -144,6 +144,11 @@ class InitConfig(Section):
     batch_size: int = Field(default=64, ge=2, description="images and captions per step")
     seed: int = Field(default=0, ge=0, lt=SEED_BOUND,
                       description="the warm start's own seed (not the trial's)")
+    fusion: bool = Field(
+        default=False, description="the text stage's MLM also runs through the fusion layers "
+        "(self-attention and feed-forward; cross-attention skipped and left fresh), so they "
+        "start trained, as ALBEF's fusion starts from BERT's layers 6-11. ALBEF only: MoME's "
+        "text stage already runs every block, and its VL experts start fresh, as in VLMo")
 
 
 class OptimConfig(Section):

@@ -145,6 +145,12 @@ class ALBEFModel(nn.Module):
         """Fusion layers: text attends to itself and to every image token."""
         return self.fusion(text_embeds, text_mask, image_embeds)
 
+    def fuse_text_only(self, text_embeds: Tensor, text_mask: Tensor) -> Tensor:
+        """The fusion layers without their cross-attention: the text encoder and they together
+        are one BERT, as ALBEF's text encoder and fusion are BERT-base's layers 0-5 and 6-11
+        (the warm start's text stage trains them so, ``init.fusion``)."""
+        return self.fusion(text_embeds, text_mask, None)
+
     def fuse_pair(
         self, text_embeds: Tensor, text_mask: Tensor, image_embeds: Tensor
     ) -> tuple[Tensor, Tensor]:

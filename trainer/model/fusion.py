@@ -91,10 +91,13 @@ class FusionLayer(nn.Module):
         self.output = _Output(intermediate, hidden, dropout)
 
     def forward(
-        self, text: Tensor, text_mask: Tensor, image: Tensor, image_mask: Tensor | None
+        self, text: Tensor, text_mask: Tensor, image: Tensor | None, image_mask: Tensor | None
     ) -> Tensor:
+        """Without ``image`` the cross-attention is skipped: the layer is then a BERT layer
+        (what the warm start trains, as ALBEF's fusion starts from BERT's top layers)."""
         h = self.attention(text, text, text_mask)
-        h = self.crossattention(h, image, image_mask)
+        if image is not None:
+            h = self.crossattention(h, image, image_mask)
         return self.output(F.gelu(self.intermediate.dense(h)), h)
 
 
@@ -114,7 +117,8 @@ class FusionEncoder(nn.Module):
         )
 
     def forward(
-        self, text: Tensor, text_mask: Tensor, image: Tensor, image_mask: Tensor | None = None
+        self, text: Tensor, text_mask: Tensor, image: Tensor | None,
+        image_mask: Tensor | None = None,
     ) -> Tensor:
         for layer in self.layer:
             text = layer(text, text_mask, image, image_mask)
