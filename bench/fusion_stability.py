@@ -123,7 +123,7 @@ def image_dependence(preset: str, dotted: dict[str, Any], seed: int, pairs: int 
     from trainer.model.pooling import pool_tokens
 
     cfg = build_config(preset, dotted={**dotted, "schedule.steps": 1})
-    trainer = Trainer(cfg, seed)
+    trainer = Trainer(cfg, seed, checkpoint_dir=None)
     pre, split = trainer.pretrainer, trainer.bench.test
     ids, mask = trainer.bench.tokenize(split.captions[:pairs])
     pre.eval()
@@ -148,7 +148,7 @@ def run_seed(preset: str, dotted: dict[str, Any], seed: int) -> dict[str, Any]:
 
     cfg = build_config(preset, dotted=dotted)
     start = time.perf_counter()
-    trainer = Trainer(cfg, seed)
+    trainer = Trainer(cfg, seed, checkpoint_dir=None)
     out = trainer.run()
     history = out.history.get("loss_itm", [])
     row = {

@@ -13,8 +13,9 @@ an experiment and its seeds all start from the same encoders, as every seed of a
 ablation starts from the same pretrained weights. Only what the stage trained is stored (the
 parameters that received a gradient); projections, heads and cross-attention keep the trial's
 own random init, and so do the fusion layers unless ``init.fusion`` runs the text stage
-through them (ALBEF's fusion starts from BERT's top layers). With a tracking URI the computation is logged as its own MLflow run, weights
-attached, found again by its key so a retry never makes a second run.
+through them (ALBEF's fusion starts from BERT's top layers). With a tracking URI the
+computation is logged as its own MLflow run, weights attached, found again by its key so a
+retry never makes a second run.
 
 With ``ABLATE_STORAGE_URI`` set (the service's shared storage) the file lives there instead,
 under ``warm_start/<key>.pt``, so every node loads the same one. The lock is then a file lock

@@ -65,8 +65,8 @@ def test_the_fusion_stage_trains_self_attention_and_ffn_not_cross_attention(tmp_
     assert not any(".crossattention." in n for n in fusion)
     # two seeds share the trained fusion layers and keep their own cross-attention
     cfg = config(tmp_path, **{"init.fusion": True})
-    a, b = Trainer(cfg, 0), None
-    b = Trainer(cfg, 1, benchmark=a.bench)
+    a = Trainer(cfg, 0, checkpoint_dir=None)
+    b = Trainer(cfg, 1, checkpoint_dir=None, benchmark=a.bench)
     pa = dict(a.pretrainer.model.named_parameters())
     pb = dict(b.pretrainer.model.named_parameters())
     for name in fusion:

@@ -91,6 +91,12 @@ class TextConfig(Section):
         description="what the heads on the fusion encoder (ITM, VILLA's ITM) read: the fused "
         "[CLS] state (ALBEF) or the mean of the fused token states",
     )
+    cross_attention_init: Literal["bert", "lecun"] = Field(
+        default="bert",
+        description="the fusion's cross-attention weights: BERT's N(0, 0.02) (ALBEF), or "
+        "N(0, 1/fan_in) (LeCun), under which the image moves the fused states from step 0. "
+        "ALBEF only: MoME has no cross-attention",
+    )
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TextConfig:

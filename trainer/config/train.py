@@ -135,6 +135,7 @@ RESULT_NEUTRAL_FIELDS = [
 ADDED_WITH_DEFAULT: dict[str, Any] = {
     "model.text.fusion_readout": "cls",
     "init.fusion": False,
+    "model.text.cross_attention_init": "bert",
 }
 """Fields added after configs were hashed, and the default that does what the code did before
 them: at that value they stay out of the canonical JSON, so existing configs keep their hash

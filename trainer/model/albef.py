@@ -18,6 +18,7 @@ from trainer.model.fusion import (
     FusionLayer,
     attention_probs,
     init_bert_style,
+    init_cross_attention_lecun,
     load_fusion_from_bert,
 )
 from trainer.model.interface import RelationMaps
@@ -84,6 +85,8 @@ class ALBEFModel(nn.Module):
             cfg.dropout,
         )
         init_bert_style(self.fusion)
+        if cfg.text.cross_attention_init == "lecun":
+            init_cross_attention_lecun(self.fusion)
         if cfg.text.pretrained:
             full = BertModel.from_pretrained(cfg.text.pretrained, local_files_only=True)
             load_fusion_from_bert(self.fusion, full.state_dict(), first=cfg.text.num_text_layers)
