@@ -149,6 +149,7 @@ def init_cross_attention_lecun(fusion: FusionEncoder, generator: torch.Generator
     variance-preserving at any width, so the image path starts at the size of the residual."""
     with torch.no_grad():
         for layer in fusion.layer:
+            assert isinstance(layer, FusionLayer)  # nn.ModuleList types its items as Module
             att = layer.crossattention
             for linear in (att.self.query, att.self.key, att.self.value, att.output.dense):
                 std = 1.0 / math.sqrt(linear.in_features)
