@@ -10,21 +10,10 @@ import torch
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertLayer
 
-from trainer.config import TrainConfig, build_config
+from tests.trainer.test_warm_start import config
 from trainer.loop import Trainer
 from trainer.model.fusion import FusionLayer
 from trainer.warm_start import ensure_warm_start, warm_start_key
-
-SMALL = {
-    "data.num_train_images": 60, "data.num_val_images": 10, "data.num_test_images": 20,
-    "data.captions_per_image": 2, "data.batch_size": 16, "schedule.steps": 6,
-    "schedule.warmup_steps": 1, "eval.rerank_k": 4, "runtime.threads": 1,
-    "init.warm_start": True, "init.steps": 8, "init.batch_size": 16,
-}
-
-
-def config(root: Path, **dotted: object) -> TrainConfig:
-    return build_config("tiny", dotted={**SMALL, "data.root": str(root / "data"), **dotted})
 
 
 def test_a_fusion_layer_without_the_image_is_transformers_bert_layer() -> None:

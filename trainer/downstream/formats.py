@@ -68,6 +68,15 @@ class GroundingRecord:
     ref_id: int | str | None
 
 
+def _records_under(file: str | Path, image_root: str | Path, max_bytes: int
+                   ) -> tuple[Path, list[object], ImageRoot]:
+    """The file's records and the image root they resolve under (checked to exist)."""
+    path, raw = _records(file, max_bytes)
+    root = ImageRoot(image_root)
+    root.require(path)
+    return path, raw, root
+
+
 def _records(file: str | Path, max_bytes: int) -> tuple[Path, list[object]]:
     path = Path(file)
     return path, read_records(path, max_bytes)
@@ -164,9 +173,7 @@ def load_nlvr2(
 ) -> tuple[NLVR2Record, ...]:
     """An NLVR2 file (ALBEF's nlvr_*.json): ``[{"images": [left, right], "sentence", "label"},
     ...]`` with the label true/false or "True"/"False"."""
-    path, raw = _records(file, max_bytes)
-    root = ImageRoot(image_root)
-    root.require(path)
+    path, raw, root = _records_under(file, image_root, max_bytes)
     out: list[NLVR2Record] = []
     for index, item in enumerate(raw):
         f = Fields.of(path, index, item)
@@ -199,9 +206,7 @@ def load_snli_ve(
     """An SNLI-VE file: ``[{"image", "sentence", "label"}, ...]``, the label one of entailment,
     neutral, contradiction. ALBEF's ve_*.json names each Flickr30k image without its
     extension (it opens ``image + ".jpg"``): pass ``image_suffix=".jpg"`` for those."""
-    path, raw = _records(file, max_bytes)
-    root = ImageRoot(image_root)
-    root.require(path)
+    path, raw, root = _records_under(file, image_root, max_bytes)
     out: list[VERecord] = []
     for index, item in enumerate(raw):
         f = Fields.of(path, index, item)
@@ -221,9 +226,7 @@ def load_refcoco(
     """A referring-expression file (RefCOCO, RefCOCO+, RefCOCOg): one record per expression,
     ``[{"image", "text", "box": [x, y, w, h], "ref_id"?}, ...]``, the box in COCO format with
     positive width and height."""
-    path, raw = _records(file, max_bytes)
-    root = ImageRoot(image_root)
-    root.require(path)
+    path, raw, root = _records_under(file, image_root, max_bytes)
     out: list[GroundingRecord] = []
     for index, item in enumerate(raw):
         f = Fields.of(path, index, item)
