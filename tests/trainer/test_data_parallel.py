@@ -10,6 +10,14 @@ workers compute the same rows as 1 worker, with the same masks and negatives, bu
 matrix products and with gradients summed over 2 workers, so float32 rounding differs in the
 last bits and Adam carries that forward. Measured here: losses 1.4e-6 (in-batch ITC) and
 1.9e-6 (with the queue), weights 1.1e-5 and 9.3e-6 apart, about a tenth of the tolerance.
+
+Attention key biases are left out of the weight comparison (and checked on their own): a key
+bias adds q.b to every score of a query, which softmax ignores, so its gradient is zero in exact
+arithmetic and what it receives is rounding noise. Adam divides that noise by its own root mean
+square, so those biases take steps of about the learning rate in directions that differ between
+1 and 2 workers (measured: 8.0e-4 apart with the cross-attention at LeCun's scale, every other
+tensor within 1.3e-5). They cannot change an output: the test below checks their gradient is
+zero, relative to their layer's other gradients, on the real model.
 """
 
 from __future__ import annotations
@@ -110,10 +118,18 @@ def _max_loss_gap(a: dict, b: dict) -> float:
     return gap
 
 
-def _max_weight_gap(a: dict, b: dict) -> float:
+def is_key_bias(name: str) -> bool:
+    """The bias of an attention key projection (BERT's ``key.bias``, ViT's ``k_proj.bias``)."""
+    return name.endswith(("key.bias", "k_proj.bias"))
+
+
+def _max_weight_gap(a: dict, b: dict, *, key_biases: bool = False) -> float:
+    """Max absolute difference over floating-point tensors; attention key biases only when
+    asked (see the module docstring)."""
     assert a["state"].keys() == b["state"].keys()
     return max(float((a["state"][k].double() - b["state"][k].double()).abs().max())
-               for k in a["state"] if a["state"][k].is_floating_point())
+               for k in a["state"]
+               if a["state"][k].is_floating_point() and (key_biases or not is_key_bias(k)))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +155,7 @@ def test_two_workers_follow_one_worker_with_the_whole_batch(
 ) -> None:
     one, two = runs[queue]
     # the workers are replicas: identical weights and logged numbers
-    assert _max_weight_gap(two[0], two[1]) == 0.0
+    assert _max_weight_gap(two[0], two[1], key_biases=True) == 0.0
     assert {k: v for k, v in two[0]["history"].items() if k != "samples_per_s"} == {
         k: v for k, v in two[1]["history"].items() if k != "samples_per_s"}
     loss_gap, weight_gap = _max_loss_gap(one, two[0]), _max_weight_gap(one, two[0])
@@ -179,5 +195,24 @@ def test_killed_two_worker_run_resumes_to_the_uninterrupted_numbers(
     resumed = _run_two(cfg, 5, tmp_path / "resumed", ckpt=ckpt)
     for r in range(2):
         assert resumed[r]["metrics"] == uninterrupted[r]["metrics"]
-        assert _max_weight_gap(resumed[r], uninterrupted[r]) == 0.0
+        assert _max_weight_gap(resumed[r], uninterrupted[r], key_biases=True) == 0.0
         assert resumed[r]["history"]["loss"] == uninterrupted[r]["history"]["loss"]
+
+
+def test_attention_key_biases_get_no_gradient(data_root: Path) -> None:
+    """Why the key biases may differ: softmax(q.(k + b)) does not depend on b, so one backward
+    pass through every objective leaves their gradient at rounding level (below 1e-5 of the
+    largest gradient of the same layer's other parameters)."""
+    cfg = small_config(data_root, **{"model.text.cross_attention_init": "lecun"})
+    trainer = Trainer(cfg, 5, checkpoint_dir=None)
+    batch = next(trainer.micro_batches())
+    trainer.step_fn(batch, alpha_ramp=1.0, step=0).loss.backward()
+    named = dict(trainer.pretrainer.named_parameters())
+    key_biases = [n for n in named if is_key_bias(n) and named[n].grad is not None]
+    assert len(key_biases) >= 6  # vision, text, fusion self- and cross-attention
+    for name in key_biases:
+        layer = name.rsplit(".", 2)[0]
+        others = [p.grad.abs().max() for n, p in named.items()
+                  if n.startswith(layer) and n != name and p.grad is not None]
+        assert others and float(max(others)) > 0
+        assert float(named[name].grad.abs().max()) <= 1e-5 * float(max(others)), name
