@@ -22,6 +22,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # inputs, and keys from an EMA encoder then carry no signal, so ITC with a queue collapses
     # to chance here (measured; see docs/architecture.md). ALBEF starts from pretrained
     # encoders; `small` and `base` keep the queue. It stays one switch away for ablations.
+    # Cross-attention at LeCun's scale: under BERT's N(0, 0.02) ITM alone never left its prior
+    # in 3 of 5 seeds (bench/results/fusion_stability.md); at N(0, 1/fan_in) all 5 left it by
+    # step 81-184 of 400.
     "tiny": {
         "data": {"image_size": 32, "num_train_images": 2000, "num_val_images": 100,
                  "num_test_images": 200, "batch_size": 64, "vocab_size": 400},
@@ -29,7 +32,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "vision": {"patch_size": 8, "hidden_size": 64, "num_layers": 2, "num_heads": 2,
                        "intermediate_size": 256, "pooling": "mean"},
             "text": {"hidden_size": 64, "num_text_layers": 2, "num_fusion_layers": 2,
-                     "num_heads": 2, "intermediate_size": 256, "pooling": "mean"},
+                     "num_heads": 2, "intermediate_size": 256, "pooling": "mean",
+                     "cross_attention_init": "lecun"},
             "embed_dim": 64,
         },
         "objectives": _objectives(
