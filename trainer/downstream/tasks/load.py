@@ -29,6 +29,9 @@ def _generator(name: str) -> Callable[[Any, str], TaskSplit[Any]]:
     if name == "vqa":
         from trainer.downstream.tasks.vqa import generate_split
         return generate_split
+    if name == "grounding":
+        from trainer.downstream.tasks.grounding import generate_split as grounding
+        return grounding
     raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
 
 

@@ -115,3 +115,49 @@ def vqa_answer(question: str, scene: Scene) -> str:
     if m := re.fullmatch(rf"what (colour|shape|size) is the {N}\?", question):
         return value(scene[the(scene, noun(*m.groups()[1:]))], m[1])
     raise ValueError(f"not a generated question: {question!r}")
+
+
+REGIONS = {"on the left": ("left", None), "on the right": ("right", None),
+           "at the top": (None, "top"), "at the bottom": (None, "bottom"),
+           "in the top left": ("left", "top"), "in the top right": ("right", "top"),
+           "in the bottom left": ("left", "bottom"), "in the bottom right": ("right", "bottom"),
+           "in the middle": ("center", "middle")}
+
+
+def in_region(o: Obj, where: tuple[str | None, str | None]) -> int:
+    """The soft thirds of the definition: left is x < 0.40 (clearly not past 0.50), the
+    middle within 0.12 of the centre (clearly not past 0.20); the same for y."""
+    def side(u: float, w: str | None) -> int:
+        if w is None:
+            return 1
+        if w in ("left", "top"):
+            return 1 if u < 0.40 else -1 if u > 0.50 else 0
+        if w in ("right", "bottom"):
+            return 1 if u > 0.60 else -1 if u < 0.50 else 0
+        d = abs(u - 0.5)
+        return 1 if d < 0.12 else -1 if d > 0.20 else 0
+    return min(side(o.x, where[0]), side(o.y, where[1]))
+
+
+def referent(text: str, scene: Scene) -> int:
+    """The one object a generated referring expression picks out; IllPosed when it is not
+    exactly one, CloseCall when any object's fact is 0."""
+    N = NOUN
+    regions = "|".join(REGIONS)
+    if m := re.fullmatch(rf"the {N} {REL} the {N}", text):
+        n, rel, anchor = noun(*m.groups()[:3]), m[4], the(scene, noun(*m.groups()[4:]))
+        hits = [j for j, o in enumerate(scene)
+                if j != anchor and n.fits(o) and clear(o, scene[anchor], rel)]
+    elif m := re.fullmatch(rf"the {N} ({regions})", text):
+        n, where = noun(*m.groups()[:3]), REGIONS[m[4]]
+        facts = {j: in_region(o, where) for j, o in enumerate(scene) if n.fits(o)}
+        if 0 in facts.values():
+            raise CloseCall(m[4])
+        hits = [j for j, f in facts.items() if f == 1]
+    elif m := re.fullmatch(rf"the {N}", text):
+        hits = [the(scene, noun(*m.groups()))]
+    else:
+        raise ValueError(f"not a generated expression: {text!r}")
+    if len(hits) != 1:
+        raise IllPosed(f"{text!r} picks {len(hits)} objects")
+    return hits[0]
