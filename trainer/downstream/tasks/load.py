@@ -32,6 +32,9 @@ def _generator(name: str) -> Callable[[Any, str], TaskSplit[Any]]:
     if name == "grounding":
         from trainer.downstream.tasks.grounding import generate_split as grounding
         return grounding
+    if name == "ve":
+        from trainer.downstream.tasks.entailment import generate_split as ve
+        return ve
     raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
 
 
@@ -83,7 +86,9 @@ def _columns(split: TaskSplit[Any]) -> tuple[list[Hashable], list[str], list[Has
     if split.task == "nlvr":
         return [i.label for i in items], [i.sentence for i in items], [i.family for i in items]
     if split.task == "ve":
-        return [i.label for i in items], [i.sentence for i in items], [None for _ in items]
+        from trainer.downstream.tasks.entailment import text_group
+        texts = [i.sentence for i in items]
+        return [i.label for i in items], texts, [text_group(t) for t in texts]
     return [i.target for i in items], [i.text for i in items], [i.kind for i in items]
 
 

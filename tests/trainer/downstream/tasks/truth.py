@@ -161,3 +161,37 @@ def referent(text: str, scene: Scene) -> int:
     if len(hits) != 1:
         raise IllPosed(f"{text!r} picks {len(hits)} objects")
     return hits[0]
+
+
+def _fits(np_: object, o: Obj) -> bool:
+    shape, colour, size = (getattr(np_, k) for k in ("shape", "colour", "size"))
+    return ((shape is None or shape == o.shape) and (colour is None or colour == o.colour)
+            and (size is None or size == o.size))
+
+
+_RELS = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
+
+
+def caption_truth(text: str, scene: Scene) -> int:
+    """+1 / 0 / -1 of a caption-grammar sentence, read by ``captions.parse`` (the grammar's
+    inverse) and judged here from the definitions: some object fits (and lies in the region),
+    distinct objects fit each listed phrase (a count also fixes the number of objects), or
+    some pair of fitting objects stands in the relation. The best case over the objects the
+    words could mean counts."""
+    import itertools
+
+    from trainer.data.captions import parse
+    form = parse(text)
+    if form.kind == "single":
+        where = form.region
+        return max((in_region(o, where) if where else 1 for o in scene
+                    if _fits(form.nps[0], o)), default=-1)
+    if form.kind in ("and", "count"):
+        if form.kind == "count" and form.count != len(scene):
+            return -1
+        ok = any(all(_fits(p, scene[i]) for p, i in zip(form.nps, perm, strict=True))
+                 for perm in itertools.permutations(range(len(scene)), len(form.nps)))
+        return 1 if ok else -1
+    assert form.rel is not None
+    return max((fact(a, b, _RELS[form.rel]) for a, b in itertools.permutations(scene, 2)
+                if _fits(form.nps[0], a) and _fits(form.nps[1], b)), default=-1)
