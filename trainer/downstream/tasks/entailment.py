@@ -103,8 +103,8 @@ def hypothesis(rng: Draws, scene: Scene, kind: str) -> str | None:
         o = rng.choice(scene)
         return _with_property(rng, NP(o.shape, o.colour, o.size if rng.random() < 0.4 else None))
     if kind == "close_call":
-        form = _close_call(rng, scene)
-        return None if form is None else render_text(rng, form)
+        close = _close_call(rng, scene)
+        return None if close is None else render_text(rng, close)
     raise ValueError(f"unknown hypothesis kind {kind!r}")
 
 
