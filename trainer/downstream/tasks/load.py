@@ -35,6 +35,9 @@ def _generator(name: str) -> Callable[[Any, str], TaskSplit[Any]]:
     if name == "ve":
         from trainer.downstream.tasks.entailment import generate_split as ve
         return ve
+    if name == "nlvr":
+        from trainer.downstream.tasks.nlvr import generate_split as nlvr
+        return nlvr
     raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
 
 

@@ -195,3 +195,29 @@ def caption_truth(text: str, scene: Scene) -> int:
     assert form.rel is not None
     return max((fact(a, b, _RELS[form.rel]) for a, b in itertools.permutations(scene, 2)
                 if _fits(form.nps[0], a) and _fits(form.nps[1], b)), default=-1)
+
+
+_NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight")
+
+
+def nlvr_truth(sentence: str, left: Scene, right: Scene) -> bool:
+    """A generated NLVR statement judged on an image pair (CloseCall where a fact it reads is
+    0: for "at least one image has an X <rel> a Y", every X-Y pair in both images)."""
+    N = NOUN
+    if m := re.fullmatch(rf"the (left|right) image has exactly ({'|'.join(_NUMBERS)}) {N}",
+                         sentence):
+        scene = left if m[1] == "left" else right
+        return count(scene, noun(*m.groups()[2:])) == _NUMBERS.index(m[2])
+    if m := re.fullmatch(rf"both images contain an? {N}", sentence):
+        n = noun(*m.groups())
+        return count(left, n) > 0 and count(right, n) > 0
+    if m := re.fullmatch(rf"there are more {N} in the left image than in the right image",
+                         sentence):
+        n = noun(*m.groups())
+        return count(left, n) > count(right, n)
+    if m := re.fullmatch(rf"at least one image has an? {N} {REL} an? {N}", sentence):
+        x, rel, y = noun(*m.groups()[:3]), m[4], noun(*m.groups()[4:])
+        found = [clear(o, p, rel) for scene in (left, right) for i, o in enumerate(scene)
+                 for j, p in enumerate(scene) if i != j and x.fits(o) and y.fits(p)]
+        return any(found)
+    raise ValueError(f"not a generated statement: {sentence!r}")
