@@ -5,7 +5,8 @@ Each statement is drawn first, without looking at any image, and then shown with
 or a pair of objects placed in the stated relation or against it), so NLVR's consistency
 (every pair of a statement right) is computable and the statement alone says nothing of the
 label. Labels come from the scene graphs; a statement whose truth on a pair would hinge on a
-relation too close to call (0) is not used with that pair.
+relation too close to call (0) is not used with that pair, even where another pair of
+objects would settle it.
 """
 
 from __future__ import annotations
@@ -64,11 +65,11 @@ def _count(scene: Scene, np_: NP) -> int:
     return sum(np_.matches(o) for o in scene)
 
 
-def _related(scene: Scene, st: Statement) -> int:
-    """Best relation fact over the pairs the words could mean (-1 when there are none)."""
+def _related(scene: Scene, st: Statement) -> set[int]:
+    """The relation facts of every pair the words could mean."""
     assert st.rel is not None
-    return max((relation(x, y, st.rel) for x, y in itertools.permutations(scene, 2)
-                if st.nps[0].matches(x) and st.nps[1].matches(y)), default=-1)
+    return {relation(x, y, st.rel) for x, y in itertools.permutations(scene, 2)
+            if st.nps[0].matches(x) and st.nps[1].matches(y)}
 
 
 def truth(st: Statement, left: Scene, right: Scene) -> bool | None:
@@ -79,7 +80,8 @@ def truth(st: Statement, left: Scene, right: Scene) -> bool | None:
         return _count(left, st.nps[0]) > 0 and _count(right, st.nps[0]) > 0
     if st.family == "more":
         return _count(left, st.nps[0]) > _count(right, st.nps[0])
-    facts = [_related(left, st), _related(right, st)]
+    # strict: any close pair makes the pair unusable, even beside a clear one
+    facts = _related(left, st) | _related(right, st)
     return None if 0 in facts else 1 in facts
 
 
