@@ -3,21 +3,14 @@ schedule, eval, runtime. Plain pydantic, no torch: the controller validates spec
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-PATH_MAX = 4096
-"""Linux's PATH_MAX: a longer path names nothing, and every variant stores its config."""
-PathStr = Annotated[str, Field(max_length=PATH_MAX)]
-SEED_BOUND = 2**31
-"""Seeds lie in [0, 2**31): what torch, numpy and the store all accept."""
+from trainer.config.base import PATH_MAX, SEED_BOUND, PathStr, Section
+from trainer.config.downstream import DownstreamConfig
 
-
-class Section(BaseModel):
-    """Base of every config section: strict about unknown keys and types."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+__all__ = ["PATH_MAX", "SEED_BOUND", "PathStr", "Section"]
 
 
 class DataConfig(Section):
@@ -192,6 +185,10 @@ class EvalConfig(Section):
     split: Literal["val", "test"] = "test"
     rerank_k: int = Field(default=16, ge=1, description="ITC top-k candidates ITM re-ranks")
     batch_size: int = Field(default=256, ge=1)
+    downstream: DownstreamConfig = Field(
+        default_factory=DownstreamConfig,
+        description="downstream tasks fine-tuned and scored after pretraining; not part of the "
+        "trial's key (each evaluation is keyed on its own)")
 
 
 class RuntimeConfig(Section):

@@ -105,7 +105,7 @@ class TrainConfig(Section):
     def canonical_json(self) -> str:
         """Sorted, compact JSON of every value that can change a trial's result."""
         data = self.model_dump(mode="json")
-        for section, key in RESULT_NEUTRAL_FIELDS:
+        for section, key in RESULT_NEUTRAL_FIELDS + EVALUATION_FIELDS:
             data[section].pop(key, None)
         for path, default in ADDED_WITH_DEFAULT.items():
             *parents, key = path.split(".")
@@ -131,6 +131,10 @@ RESULT_NEUTRAL_FIELDS = [
     ("runtime", "checkpoint_every"),
 ]
 """Fields that never change the numbers a trial produces, so they stay out of its hash."""
+
+EVALUATION_FIELDS = [("eval", "downstream")]
+"""What is evaluated after pretraining: each (trial, task settings) evaluation has its own key
+(``trainer.downstream.run.evaluation_key``), so asking for another task keeps the trial's."""
 
 ADDED_WITH_DEFAULT: dict[str, Any] = {
     "model.text.fusion_readout": "cls",

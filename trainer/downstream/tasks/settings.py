@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainer.config.sections import SEED_BOUND, PathStr
+from trainer.config.base import SEED_BOUND, PathStr
 
 VQAFamily = Literal["exist", "count", "query", "compare_count", "compare_attr", "relate",
                     "relate_exist", "relate2"]

@@ -1,0 +1,71 @@
+"""``eval.downstream``: which downstream tasks a trial is evaluated on, and each task's data
+and fine-tuning budget. Torch-free, like every config section.
+
+The section is not part of a trial's key (``TrainConfig.canonical_json`` leaves it out):
+pretraining does not depend on it, and each (trial, task settings) evaluation is keyed on its
+own, so adding a task to a finished experiment runs that task's fine-tunes and nothing else.
+
+Budgets were chosen on ``bench/downstream.py`` (its own seeds), never on a reproduction.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from trainer.config.base import Section
+from trainer.downstream.tasks.settings import (
+    GroundingSettings,
+    NLVRSettings,
+    VESettings,
+    VQASettings,
+)
+
+DownstreamTask = Literal["vqa", "nlvr", "ve", "grounding", "minimal_pairs"]
+DOWNSTREAM_TASKS: tuple[DownstreamTask, ...] = ("vqa", "nlvr", "ve", "grounding",
+                                                "minimal_pairs")
+FINETUNED_TASKS: tuple[DownstreamTask, ...] = ("vqa", "nlvr", "ve", "grounding")
+
+
+class FinetuneSettings(Section):
+    """One task's fine-tuning budget: AdamW under warmup + cosine, selected on val."""
+
+    steps: int = Field(default=400, ge=1, le=1_000_000)
+    batch_size: int = Field(default=64, ge=1, le=65_536)
+    lr: float = Field(default=3e-4, gt=0.0, le=1.0)
+    weight_decay: float = Field(default=0.02, ge=0.0, le=1.0)
+    warmup_fraction: float = Field(default=0.1, ge=0.0, le=1.0)
+    eval_every: int = Field(default=100, ge=1, description="validation every N steps")
+
+
+class VQATask(Section):
+    data: VQASettings = Field(default_factory=VQASettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+
+
+class NLVRTask(Section):
+    data: NLVRSettings = Field(default_factory=NLVRSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+
+
+class VETask(Section):
+    data: VESettings = Field(default_factory=VESettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+
+
+class GroundingTask(Section):
+    data: GroundingSettings = Field(default_factory=GroundingSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+
+
+class DownstreamConfig(Section):
+    tasks: tuple[DownstreamTask, ...] = Field(
+        default=(), description="evaluated after pretraining, in this order")
+    vqa: VQATask = Field(default_factory=VQATask)
+    nlvr: NLVRTask = Field(default_factory=NLVRTask)
+    ve: VETask = Field(default_factory=VETask)
+    grounding: GroundingTask = Field(default_factory=GroundingTask)
+
+    def task(self, name: str) -> VQATask | NLVRTask | VETask | GroundingTask:
+        return getattr(self, name)

@@ -1,0 +1,124 @@
+"""A trial's downstream evaluations: one per task in ``eval.downstream.tasks``, each keyed by
+(trial key, task, that task's settings), so an evaluation is computed once and a task added
+later runs alone against the trial's kept trunk (its final checkpoint).
+
+The fine-tuned tasks (``vqa``, ``nlvr``, ``ve``, ``grounding``) each copy the trunk, put
+their head on it and fine-tune (``finetune``); ``minimal_pairs`` is zero-shot. A task's
+metrics reach the trial as ``<task>_<metric>`` (``vqa_accuracy``, ``nlvr_consistency``,
+``minimal_pairs_group``, ...): final metrics like retrieval's, so they can be a spec's primary
+metric and ``/compare`` reads them like any other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trainer.config import TrainConfig
+from trainer.config.downstream import FINETUNED_TASKS
+from trainer.data.cache import default_dir
+from trainer.downstream.adapters import BUILDERS, Reader
+from trainer.downstream.finetune import FinetuneBudget, finetune
+from trainer.downstream.minimal_pairs import score_minimal_pairs
+from trainer.loop import Trainer
+
+EVALUATION_VERSION = 1
+"""Bump when what an evaluation computes changes without a change of its settings."""
+
+
+def task_settings(cfg: TrainConfig, task: str) -> dict[str, Any]:
+    """What decides a task's numbers besides the trunk: its data (at the trunk's image size;
+    the cache directory left out) and its fine-tuning budget. ``{}`` for minimal pairs, which
+    reads the trial's own test split."""
+    if task not in FINETUNED_TASKS:
+        return {}
+    settings = cfg.eval.downstream.task(task).model_dump(mode="json")
+    settings["data"].pop("root", None)
+    settings["data"]["image_size"] = cfg.data.image_size
+    return settings
+
+
+def evaluation_key(trial_key: str, task: str, cfg: TrainConfig) -> str:
+    payload = json.dumps({"trial": trial_key, "task": task, "version": EVALUATION_VERSION,
+                          "settings": task_settings(cfg, task)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Evaluation:
+    """One task's result on one trial (what the trial's MLflow run keeps as an artifact)."""
+
+    task: str
+    key: str
+    metrics: dict[str, float]
+    """Test-split metrics under their short names (``accuracy``, ``consistency``, ...)."""
+    protocol: str
+    val: dict[str, float] = field(default_factory=dict)
+    best_step: int = 0
+    history: list[tuple[int, float]] = field(default_factory=list)
+    fingerprint: str = ""
+    details: dict[str, float] = field(default_factory=dict)
+    """Diagnostics that are not compared (the share of texts truncated, the group count)."""
+
+    def trial_metrics(self) -> dict[str, float]:
+        return {f"{self.task}_{k}": v for k, v in self.metrics.items()}
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Evaluation:
+        data = dict(data)
+        data["history"] = [tuple(p) for p in data.get("history", [])]
+        return cls(**data)
+
+
+DIAGNOSTICS = ("truncated", "groups")
+
+
+def _split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    compared = {k: v for k, v in metrics.items() if k not in DIAGNOSTICS}
+    return compared, {k: v for k, v in metrics.items() if k in DIAGNOSTICS}
+
+
+def evaluate_task(trainer: Trainer, task: str, *, trial_key: str) -> Evaluation:
+    """Run one task on the trainer's (pretrained) trunk; the trunk is not modified."""
+    cfg, seed = trainer.cfg, trainer.seed
+    key = evaluation_key(trial_key, task, cfg)
+    if task == "minimal_pairs":
+        ids, mask = trainer.bench.tokenize(trainer.bench.test.captions)
+        result = score_minimal_pairs(trainer.pretrainer, trainer.bench.test, ids, mask,
+                                     device=trainer.device)
+        compared, details = _split_metrics(result.metrics)
+        return Evaluation(task, key, compared, result.protocol, details=details)
+    from trainer.downstream.tasks import load_task
+
+    settings = cfg.eval.downstream.task(task)
+    root = settings.data.root or cfg.data.root or str(default_dir())
+    data = settings.data.model_copy(update={"image_size": cfg.data.image_size, "root": root})
+    splits = load_task(task, data)
+    reader = Reader(trainer.bench.tokenize, cfg.model.text.fusion_readout,
+                    cfg.model.vision.patch_size, trainer.device,
+                    eval_batch=cfg.eval.batch_size)
+    ft = settings.finetune
+    budget = FinetuneBudget(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr,
+                            weight_decay=ft.weight_decay, warmup_fraction=ft.warmup_fraction,
+                            eval_every=ft.eval_every)
+    out = finetune(trainer.pretrainer.model, BUILDERS[task](splits, reader), budget, seed,
+                   device=trainer.device)
+    compared, details = _split_metrics(out.test)
+    return Evaluation(task, key, compared, f"finetune:{task}", _split_metrics(out.val)[0],
+                      out.best_step, out.history, out.fingerprint, details)
+
+
+def pretrained_trainer(cfg: TrainConfig, seed: int, checkpoint_dir: str) -> Trainer:
+    """The finished trial's trunk, from its kept final checkpoint."""
+    trainer = Trainer(cfg, seed, checkpoint_dir=checkpoint_dir)
+    if not trainer.try_resume() or trainer.step < trainer.total_steps:
+        raise FileNotFoundError(
+            f"eval.downstream: the trial's final checkpoint is not in {checkpoint_dir}; "
+            "a downstream evaluation needs the pretrained trunk")
+    trainer.pretrainer.eval()
+    return trainer
