@@ -19,8 +19,19 @@ COST_METRICS: tuple[str, ...] = ("cost_samples", "cost_flops", "cost_flops_per_s
 """What a trial took to train (``trainer.cost``): a comparison shows them per arm."""
 
 
+DOWNSTREAM_METRICS: dict[str, tuple[str, ...]] = {
+    "vqa": ("vqa_accuracy",),
+    "nlvr": ("nlvr_accuracy", "nlvr_consistency"),
+    "ve": ("ve_accuracy",),
+    "grounding": ("grounding_accuracy",),
+    "minimal_pairs": ("minimal_pairs_text", "minimal_pairs_image", "minimal_pairs_group"),
+}
+"""What each downstream task (``eval.downstream.tasks``) reports, on its test split."""
+
+
 def is_trial_metric(name: str) -> bool:
     """A final metric of a trial: a retrieval metric, the last value of a loss term
-    (``final_loss``, ``final_loss_<objective>``), or a cost."""
+    (``final_loss``, ``final_loss_<objective>``), a cost, or a downstream task's metric."""
     return (name in RETRIEVAL_METRICS or name in COST_METRICS or name == "final_loss"
-            or name.startswith("final_loss_"))
+            or name.startswith("final_loss_")
+            or any(name in names for names in DOWNSTREAM_METRICS.values()))

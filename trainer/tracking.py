@@ -156,6 +156,15 @@ class TrialRun:
     def log_json(self, name: str, obj: Any) -> None:
         self.client.log_text(self.open_run_id, json.dumps(obj, indent=2, sort_keys=True), name)
 
+    def read_json(self, name: str) -> Any | None:
+        """A JSON artifact of this run, or None when it has none of that name."""
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = self.client.download_artifacts(self.open_run_id, name, tmp)
+            except (MlflowException, OSError):
+                return None
+            return json.loads(Path(path).read_text())
+
     def log_artifact(self, path: Path) -> None:
         """A file (say, the warm start's weights) as an artifact of this run."""
         self.client.log_artifact(self.open_run_id, str(path))

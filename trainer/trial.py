@@ -10,7 +10,7 @@ from pathlib import Path
 
 from trainer import keys
 from trainer.config import TrainConfig
-from trainer.loop import Progress, TrialDiverged, train
+from trainer.loop import Progress, Trainer, TrialDiverged
 from trainer.tracking import TrialRun, git_commit
 
 __all__ = ["TrialDiverged", "TrialResult", "run_trial"]
@@ -25,6 +25,8 @@ class TrialResult:
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    evaluations: dict[str, str] = field(default_factory=dict)
+    """Downstream task -> the key of the evaluation whose metrics ``metrics`` holds."""
 
 
 def run_trial(
@@ -70,18 +72,22 @@ def run_trial(
     if will_train is not None:
         will_train(done is None)
     if done is not None:
+        # only the evaluations it lacks run, on the trunk its final checkpoint kept
+        metrics, evaluations = downstream(
+            config, seed, key, run, done["steps"],
+            lambda: pretrained_trainer(config, seed, str(checkpoint_dir)))
         return TrialResult(
-            done["metrics"], run.run_id or "", done["steps"], done["protocol"],
+            {**done["metrics"], **metrics}, run.run_id or "", done["steps"], done["protocol"],
             {k: [tuple(p) for p in v] for k, v in done.get("history", {}).items()},
-            done.get("cost", {}), done.get("fingerprints", {}),
+            done.get("cost", {}), done.get("fingerprints", {}), evaluations,
         )
     run.open(config.flat())
     ok = False
     try:
         run.log_json("config.json", config.model_dump(mode="json"))
-        outcome = train(
-            config, seed, checkpoint_dir=checkpoint_dir, logger=run, progress=progress
-        )
+        trainer = Trainer(config, seed, checkpoint_dir=checkpoint_dir, logger=run,
+                          progress=progress)
+        outcome = trainer.run()
         run.set_tags({"protocol": outcome.protocol,
                       **{f"fingerprint.{k}": v for k, v in outcome.fingerprints.items()}})
         run.log_json(
@@ -90,8 +96,48 @@ def run_trial(
              "history": outcome.history, "cost": outcome.cost,
              "fingerprints": outcome.fingerprints},
         )
+        metrics, evaluations = downstream(config, seed, key, run, outcome.steps,
+                                          lambda: trainer)
         ok = True
-        return TrialResult(outcome.metrics, run.run_id or "", outcome.steps, outcome.protocol,
-                           outcome.history, outcome.cost, outcome.fingerprints)
+        return TrialResult({**outcome.metrics, **metrics}, run.run_id or "", outcome.steps,
+                           outcome.protocol, outcome.history, outcome.cost,
+                           outcome.fingerprints, evaluations)
     finally:
         run.close(ok)
+
+
+def downstream(config: TrainConfig, seed: int, key: str, run: TrialRun, step: int,
+               trunk: Callable[[], Trainer]) -> tuple[dict[str, float], dict[str, str]]:
+    """Every task of ``eval.downstream.tasks`` on this trial: a stored evaluation (artifact
+    ``downstream/<task>-<evaluation key>.json`` on the trial's run) is read back, a missing
+    one is computed, logged (metrics ``<task>_<metric>`` at the trial's last step) and
+    stored. ``trunk`` is only called when something must be computed."""
+    if not config.eval.downstream.tasks:
+        return {}, {}
+    from trainer.downstream.run import Evaluation, evaluate_task, evaluation_key
+
+    metrics: dict[str, float] = {}
+    keys: dict[str, str] = {}
+    trainer: Trainer | None = None
+    for task in config.eval.downstream.tasks:
+        eval_key = evaluation_key(key, task, config)
+        name = f"downstream/{task}-{eval_key}.json"
+        saved = run.read_json(name)
+        if saved is not None:
+            evaluation = Evaluation.from_json(saved)
+        else:
+            trainer = trainer or trunk()
+            evaluation = evaluate_task(trainer, task, trial_key=key)
+            run.log_metrics(evaluation.trial_metrics(), step, force=True)
+            run.log_json(name, evaluation.as_json())
+            run.set_tags({f"evaluation.{task}": eval_key,
+                          f"fingerprint.finetune.{task}": evaluation.fingerprint or "none"})
+        metrics |= evaluation.trial_metrics()
+        keys[task] = eval_key
+    return metrics, keys
+
+
+def pretrained_trainer(config: TrainConfig, seed: int, checkpoint_dir: str) -> Trainer:
+    from trainer.downstream.run import pretrained_trainer as load
+
+    return load(config, seed, checkpoint_dir)

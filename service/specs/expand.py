@@ -13,6 +13,7 @@ from typing import Any
 
 from service.specs.schema import AblationSpec, Factor, Level, SpecError
 from trainer.config import ConfigError, TrainConfig, build_config, deep_merge, nest
+from trainer.metric_names import DOWNSTREAM_METRICS
 
 FULL_NAME = "full"
 BASELINE_NAME = "baseline"
@@ -158,6 +159,7 @@ def expand(
             config = _build(spec.base.preset, overrides, "variants", name)
             variants.append(PlannedVariant(name, levels, overrides, config))
 
+    _downstream_metrics_have_their_task(spec, variants)
     names = [v.name for v in variants]
     baseline = spec.baseline or default_baseline(spec, names)
     if baseline not in names:
@@ -173,3 +175,20 @@ def expand(
                 f"{spec.budget.max_total_steps}",
             )
     return Expansion(spec=spec, variants=variants, baseline=baseline, seeds=spec.first_seeds)
+
+
+def _downstream_metrics_have_their_task(spec: AblationSpec,
+                                        variants: list[PlannedVariant]) -> None:
+    """A downstream metric is only reported by trials evaluated on its task: refused at POST
+    when a variant would not be, rather than compared as missing after the run."""
+    named = [("metrics.primary", spec.metrics.primary)] + [
+        ("metrics.reported", m) for m in spec.metrics.reported]
+    for where, metric in named:
+        task = next((t for t, names in DOWNSTREAM_METRICS.items() if metric in names), None)
+        if task is None:
+            continue
+        lacking = [v.name for v in variants if task not in v.config.eval.downstream.tasks]
+        if lacking:
+            raise SpecError.one(
+                where, f"{metric!r} is reported by the downstream task {task!r}, which "
+                f"eval.downstream.tasks of variant(s) {', '.join(lacking[:5])} does not name")

@@ -46,7 +46,9 @@ from service.specs.schema_rules import (
     OrPlainValue,
     design_inputs,
 )
-from trainer.metric_names import RETRIEVAL_METRICS, is_trial_metric
+from trainer.metric_names import DOWNSTREAM_METRICS, RETRIEVAL_METRICS, is_trial_metric
+
+DOWNSTREAM_NAMES = [n for names in DOWNSTREAM_METRICS.values() for n in names]
 
 Design = Literal["factorial", "leave_one_out", "add_one_in", "explicit"]
 
@@ -319,7 +321,8 @@ class AblationSpec(_Strict):
             if not is_trial_metric(name):
                 raise ValueError(
                     f"{field}: no trial reports {name!r}; choose one of "
-                    f"{', '.join(RETRIEVAL_METRICS)}, final_loss or final_loss_<objective>"
+                    f"{', '.join(RETRIEVAL_METRICS)}, final_loss, final_loss_<objective> or a "
+                    f"downstream task's ({', '.join(DOWNSTREAM_NAMES)})"
                 )
         return self
 
