@@ -87,7 +87,7 @@ class Feeder:
             raise BadDataError(
                 f"data.max_bad_fraction: {skipped} of the {seen} training samples are "
                 f"unreadable ({self.skipped_index} when the data was read, {len(self.bad)} "
-                f"images while training), over the {self.cfg.data.max_bad_fraction:g} allowed"
+                f"image(s) while training), over the {self.cfg.data.max_bad_fraction:g} allowed"
             )
 
     def next(self, idx: torch.Tensor, epoch: int) -> Batch:

@@ -116,7 +116,9 @@ def _scan(index: ShardIndex, shard_id: int, stream: Any, total: int) -> None:
                     member = tar.extractfile(info)
                     texts[key][ext] = member.read() if member is not None else b""
     except (tarfile.TarError, EOFError, OSError, ValueError):
-        index.skipped["broken_member"] += 1  # a header or stream error: the rest is unreadable
+        # the rest of the shard is unreadable; counted once unless the cut member already is
+        if not order or order[-1] not in broken:
+            index.skipped["broken_member"] += 1
     for key in order:
         caps = _caption_of(texts[key])
         if key in broken:
