@@ -4,6 +4,7 @@ past ``data.max_bad_fraction`` it is a clear error naming the field."""
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,7 @@ def _damage(tmp: Path) -> dict[str, str]:
     half its bytes, image 20's caption empty (shard 1), and shard 2 cut inside image 39."""
     patterns = make_shards(tmp)
     train_dir = tmp / "shards" / "train"
-    good = (train_dir / "00000.tar")
-    import tarfile
+    good = train_dir / "00000.tar"
     with tarfile.open(good) as tar:
         jpeg = tar.extractfile("000000005.jpg").read()  # type: ignore[union-attr]
     replace_member(good, "000000003.jpg", b"\xff\xd8\xff\xe0" + b"\x13" * 600)
@@ -57,7 +57,8 @@ def test_too_many_unreadable_images_while_training_is_an_error_naming_the_field(
     tmp_path: Path,
 ) -> None:
     patterns = _damage(tmp_path)
-    cfg = shard_config(tmp_path, patterns, **{"data.max_bad_fraction": 0.06})  # 2 + 1 > 2.4: the first bad JPEG met stops it
+    # 2 read-time skips + 1 > 0.06 x 40: the first bad JPEG met stops it
+    cfg = shard_config(tmp_path, patterns, **{"data.max_bad_fraction": 0.06})
     with pytest.raises(BadDataError, match="data.max_bad_fraction: 3 of the 40 training"):
         train(cfg, seed=0)
 
