@@ -130,7 +130,6 @@ def gpu_feed(tmp: Path, patterns: dict[str, str], workers: int, steps: int) -> d
         waited[0] += time.perf_counter() - t0
         return out
     feeder.next = timed  # type: ignore[method-assign]
-    feeder.start(trainer.sampler.state())
     for _ in range(3):
         trainer.train_step()
     torch.cuda.synchronize()

@@ -54,6 +54,10 @@ class Feeder:
         self._it: Iterator[dict[str, Any]] | None = None
 
     @property
+    def started(self) -> bool:
+        return self._it is not None
+
+    @property
     def skipped_index(self) -> int:
         return sum(self.split.skipped.values())
 

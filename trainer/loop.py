@@ -268,6 +268,8 @@ class Trainer:
 
     def micro_batches(self) -> Iterator[Batch]:
         for _ in range(self.cfg.optim.accumulation_steps):
+            if not self.feeder.started:  # from the sampler's position (a checkpoint's)
+                self.feeder.start(self.sampler.state())
             idx = self.sampler.next()
             yield self.feeder.next(idx, self.sampler.epoch)
 
@@ -327,7 +329,6 @@ class Trainer:
         samples = self.cfg.data.batch_size * self.cfg.optim.accumulation_steps
         window_start, window_steps = time.perf_counter(), 0
         self.pretrainer.train()
-        self.feeder.start(self.sampler.state())
         while self.step < total:
             started = time.perf_counter()
             logs = self.train_step()
