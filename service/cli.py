@@ -1,4 +1,5 @@
-"""``ablate serve | submit | status | watch | compare | demo`` (and ``train``, from the trainer).
+"""``ablate serve | submit | status | watch | compare | demo`` (and ``train`` and ``data shard``,
+from the trainer).
 
 The CLI is a thin HTTP client of the controller (``--url`` / ``ABLATE_CONTROLLER_URL``), except
 ``serve`` and ``demo``, which start the embedded stack on loopback and stop it cleanly on Ctrl-C
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from service.settings import Settings
 from service.states import RESULT_STATES, TERMINAL_STATUSES
+from trainer.cli_data import data_app
 from trainer.cli_train import train_command
 
 app = typer.Typer(
@@ -303,6 +305,7 @@ def demo(
 # ---- ablate train --------------------------------------------------------------------------
 # The trainer's single-trial command: usable without the service running.
 app.command("train")(train_command)
+app.add_typer(data_app, name="data")  # ablate data shard
 
 
 def main() -> None:  # pragma: no cover

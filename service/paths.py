@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.settings import Settings
+from trainer import storage
 from trainer.config import TrainConfig
+from trainer.config.shards import expand
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,46 @@ def check_config_paths(config: TrainConfig, settings: Settings) -> list[PathRefu
             out.append(PathRefusal(field, f"{value!r} is not an existing directory"))
     if config.data.annotations:
         out.extend(_check_annotations(config, roots))
+    out.extend(_check_shards(config, roots))
     return out
+
+
+def _check_shards(config: TrainConfig, roots: list[Path]) -> list[PathRefusal]:
+    """Every shard a shard list names: a local one absolute and under the allowed roots
+    (symlinks followed), an s3:// one without credentials in it (the bucket's own credentials,
+    the service's, decide what it may read)."""
+    out: list[PathRefusal] = []
+    for split in ("train", "val", "test"):
+        field = f"data.{split}_shards"
+        pattern = getattr(config.data, f"{split}_shards")
+        if not pattern:
+            continue
+        try:
+            shards = expand(pattern, field)
+        except ValueError as err:
+            out.append(PathRefusal(field, str(err).removeprefix(f"{field}: ")))
+            continue
+        for shard in shards:
+            reason = _shard_refusal(shard, roots)
+            if reason:
+                out.append(PathRefusal(field, reason))
+                break
+    return out
+
+
+def _shard_refusal(shard: str, roots: list[Path]) -> str | None:
+    if "://" in shard:
+        try:
+            storage.check_uri(shard)
+        except ValueError as err:
+            return f"{shard!r}: {err}"
+        return None
+    raw = Path(shard).expanduser()
+    if not raw.is_absolute():
+        return f"{shard!r} is relative; give an absolute path under {_where(roots)}"
+    if not _under(_real(raw), roots):
+        return f"{shard!r} resolves outside the allowed roots; it must lie under {_where(roots)}"
+    return None
 
 
 def _check_annotations(config: TrainConfig, roots: list[Path]) -> list[PathRefusal]:

@@ -10,6 +10,7 @@ arms only where every fingerprint both have agrees, and says which one differed 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -21,10 +22,15 @@ INIT_PREFIX = "init."
 STREAM_PREFIX = "stream."
 
 
-def order_fingerprint(permutation: torch.Tensor, batch_size: int) -> str:
-    """The first epoch's order of training pairs, cut into batches of ``batch_size``."""
+def order_fingerprint(permutation: torch.Tensor, batch_size: int,
+                      samples: Sequence[str] | None = None) -> str:
+    """The first epoch's order of training pairs, cut into batches of ``batch_size``; with
+    ``samples`` (what each pair index is: sharded data), the pairs themselves, so the same
+    permutation over other shards, or the same shards listed in another order, differs."""
     h = hashlib.sha256(f"batch={batch_size};".encode())
     h.update(permutation.to(torch.int64).numpy().tobytes())
+    if samples is not None:
+        h.update("\0".join(samples).encode())
     return h.hexdigest()[:16]
 
 
@@ -40,12 +46,12 @@ def weights_fingerprint(module: nn.Module) -> str:
 
 def trial_fingerprints(
     model: nn.Module, objectives: dict[str, nn.Module], streams: RandomStreams,
-    permutation: torch.Tensor, batch_size: int,
+    permutation: torch.Tensor, batch_size: int, samples: Sequence[str] | None = None,
 ) -> dict[str, str]:
     """``data_order``; ``init.model.<part>`` per top-level part of the model and
     ``init.objective.<name>`` per objective with parameters (as the trial starts, warm start
     loaded); ``stream.<name>`` per enabled objective's random stream."""
-    prints = {DATA_ORDER: order_fingerprint(permutation, batch_size)}
+    prints = {DATA_ORDER: order_fingerprint(permutation, batch_size, samples)}
     for part, child in model.named_children():
         if child.state_dict():
             prints[f"{INIT_PREFIX}model.{part}"] = weights_fingerprint(child)

@@ -26,6 +26,7 @@ from trainer.cost import step_flops, steps_for_flops
 from trainer.data import Benchmark, ImageTextSplit, load_benchmark, patch_histograms
 from trainer.distributed import DataParallel
 from trainer.evaluate import RetrievalResult, evaluate_retrieval
+from trainer.feeder import Feeder
 from trainer.fingerprints import trial_fingerprints
 from trainer.model.forward import Batch
 from trainer.model.pretrainer import Pretrainer, StepOutput
@@ -125,6 +126,8 @@ class Trainer:
             self.step_fn = torch.compile(self.pretrainer)
         self.sampler = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
         self.train_patch_histograms = self._patch_histograms(self.train_split)
+        self.feeder = Feeder(cfg, seed, self.bench, (self.train_ids, self.train_mask), self.dp,
+                             self.device, self.train_patch_histograms)
         first = PairSampler(len(self.train_split.captions), cfg.data.batch_size, seed)
         first_batches = [self.batch(first.next(), whole=True)  # the global batch's FLOPs
                          for _ in range(cfg.optim.accumulation_steps)]
@@ -141,7 +144,7 @@ class Trainer:
         self.pretrainer.streams = self.streams
         self.fingerprints = trial_fingerprints(
             self.pretrainer.model, dict(self.pretrainer.objectives.items()), self.streams,
-            first.permutation(), cfg.data.batch_size,
+            first.permutation(), cfg.data.batch_size, self._samples(),
         )
         self.pretrainer.data_parallel = self.dp
         if self.dp is not None and self.dp.rank:  # its own dropout draws (same init as rank 0)
@@ -191,6 +194,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state(),
+                "data_bad": sorted(self.feeder.bad),
                 "rng": rng_state(),
                 "streams": self.streams.state(),
                 "train_seconds": self.train_seconds,
@@ -215,6 +219,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.sampler.load(ckpt["sampler"])
+        self.feeder.bad = set(ckpt.get("data_bad", []))
         set_rng_state(ckpt["rng"])
         self.streams.load(ckpt.get("streams", {}))
         ranks = ckpt.get("ranks", [])
@@ -227,6 +232,15 @@ class Trainer:
         return True
 
     # ---- batches ----------------------------------------------------------------------------
+    def _samples(self) -> list[str] | None:
+        """What each training pair is, for the data-order fingerprint (shards only: other
+        datasets keep the fingerprints they had)."""
+        if self.cfg.data.dataset != "webdataset":
+            return None
+        split = self.train_split
+        return [f"{split.image_ids[int(i)]}|{c}"
+                for i, c in zip(split.caption_image, split.captions, strict=True)]
+
     def _patch_histograms(self, split: ImageTextSplit) -> torch.Tensor | None:
         """[N,C,P,K] per-image patch label shares, computed once (no RNG), only when an
         enabled objective reads them and the data has label maps."""
@@ -254,7 +268,10 @@ class Trainer:
 
     def micro_batches(self) -> Iterator[Batch]:
         for _ in range(self.cfg.optim.accumulation_steps):
-            yield self.batch(self.sampler.next())
+            if not self.feeder.started:  # from the sampler's position (a checkpoint's)
+                self.feeder.start(self.sampler.state())
+            idx = self.sampler.next()
+            yield self.feeder.next(idx, self.sampler.epoch)
 
     # ---- the loop ---------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
@@ -277,6 +294,7 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + float(v) / accum
             for k, value in out.logs.items():
                 sums[k] = sums.get(k, 0.0) + value / accum
+        sums.update(self.feeder.logs())
         if self.dp is not None:  # the global batch's gradient and losses
             self.dp.average_gradients(self.pretrainer.parameters())
             sums = self.dp.mean_logs(sums)
@@ -330,6 +348,7 @@ class Trainer:
                 self.pretrainer.train()
             if self.step % rt.checkpoint_every == 0 or self.step == total:
                 self.save()
+        self.feeder.stop()
         split = self.bench.test if self.cfg.eval.split == "test" else self.bench.val
         result = self.evaluate(split)
         self.record(result.metrics, self.step)

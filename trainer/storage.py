@@ -193,3 +193,44 @@ def copy_to_local(loc: Location, dest: Path) -> Path:
     with open_read(loc) as src, open(dest, "wb") as out:
         shutil.copyfileobj(src, out, CHUNK)
     return dest
+
+
+def size(loc: Location) -> int:
+    """The byte size of the file or object at ``loc``; FileNotFoundError when there is none
+    (an unreadable bucket raises pyarrow's OSError, naming it)."""
+    if not is_remote(loc):
+        path = Path(loc)
+        if not path.is_file():
+            raise FileNotFoundError(str(loc))
+        return path.stat().st_size
+    import pyarrow.fs as pafs
+
+    fs, key = _s3(loc)
+    info = fs.get_file_info(key)
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(str(loc))
+    return int(info.size)
+
+
+@contextmanager
+def open_stream(loc: Location) -> Iterator[IO[bytes]]:
+    """``loc``'s bytes as a sequential stream (a shard read once from start to end)."""
+    if not is_remote(loc):
+        with open(loc, "rb") as fh:
+            yield fh
+        return
+    fs, key = _s3(loc)
+    with fs.open_input_stream(key) as src:
+        yield src
+
+
+def read_range(loc: Location, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``loc`` from ``offset`` (one ranged GET on S3): one sample of a
+    shard, without reading the shard."""
+    if not is_remote(loc):
+        with open(loc, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(length)
+    fs, key = _s3(loc)
+    with fs.open_input_file(key) as src:
+        return bytes(src.read_at(length, offset))

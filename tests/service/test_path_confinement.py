@@ -115,3 +115,28 @@ def test_the_worker_check_sees_a_symlink_swapped_in_after_the_post(roots, tmp_pa
     link.rmdir()
     link.symlink_to(roots["outside"])
     assert [r.field for r in check_config_paths(config, settings)] == ["data.root"]
+
+
+def _shards(train: str, val: str, test: str) -> dict[str, Any]:
+    return spec(**{"data.dataset": "webdataset", "data.train_shards": train,
+                   "data.val_shards": val, "data.test_shards": test})
+
+
+def test_shard_lists_are_confined_shard_by_shard(client, roots) -> None:
+    inside = str(roots["datasets"] / "cc3m" / "{00000..00002}.tar")
+    fine = _shards(inside, inside, "s3://bucket/cc3m/test-{0..1}.tar")
+    r = client.post("/experiments?dry_run=true", json=fine)
+    assert r.status_code in (200, 201), r.text[:300]
+    # one shard of a brace list outside (through a symlink too), relative, or with credentials
+    escaping = str(roots["datasets"]) + "/{cc3m,escape}/00000.tar"
+    field = "variants[only].data.{}_shards".format
+    assert refused_fields(client, _shards(escaping, inside, inside)) == [field("train")]
+    assert refused_fields(client, _shards(inside, "shards/0.tar", inside)) == [field("val")]
+    assert refused_fields(client, _shards(
+        inside, inside, "s3://key:secret@bucket/0.tar")) == [field("test")]
+    settings = Settings(data_dir=roots["data_dir"], data_roots=[roots["datasets"]])
+    config = build_config("tiny", dotted={"data.dataset": "webdataset", "init.warm_start": False,
+                                          "data.train_shards": escaping,
+                                          "data.val_shards": inside, "data.test_shards": inside})
+    (refusal,) = check_config_paths(config, settings)
+    assert refusal.field == "data.train_shards" and "escape/00000.tar" in refusal.reason

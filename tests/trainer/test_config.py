@@ -88,6 +88,23 @@ def test_canonical_hash_is_stable_and_ignores_result_neutral_fields() -> None:
     assert a.flat()["objectives.itc.enabled"] is True
 
 
+@pytest.mark.parametrize(("preset", "digest"), [
+    # tiny's changed once on purpose, with cross-attention at LeCun's scale (issue 23):
+    # 61ec8ecebed328af before it
+    ("tiny", "247a064ba1081243"), ("small", "b34ccac65d25cd23"), ("base", "88cd42b6b2d572b5"),
+])
+def test_the_presets_keep_the_hashes_they_had_before_sharded_data(preset, digest) -> None:
+    """Hashes computed before issue 25's data fields and issue 24's eval.downstream: a stored
+    trial's key must keep its meaning. The new fields at their defaults stay out of the canonical JSON, and the
+    input pipeline's speed knobs never enter it."""
+    cfg = build_config(preset)
+    assert cfg.config_hash() == digest
+    assert build_config(preset, dotted={"data.num_workers": 4, "data.prefetch_factor": 8,
+                                        "data.augment": False}).config_hash() == digest
+    for changed in ({"data.augment": True}, {"data.max_bad_fraction": 0.5}):
+        assert build_config(preset, dotted=changed).config_hash() != digest
+
+
 @pytest.mark.parametrize(("path", "value"), [
     ("optim.lr", float("inf")),
     ("optim.betas", [float("nan"), 0.999]),

@@ -3,18 +3,21 @@ schedule, eval, runtime. Plain pydantic, no torch: the controller validates spec
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from trainer.config.base import PATH_MAX, SEED_BOUND, PathStr, Section
 from trainer.config.downstream import DownstreamConfig
 
-__all__ = ["PATH_MAX", "SEED_BOUND", "PathStr", "Section"]
+ShardList = Annotated[str, Field(min_length=1, max_length=4 * PATH_MAX)]
+"""A brace pattern of shard paths or s3:// URIs (``trainer.config.shards.expand``)."""
+
+__all__ = ["PATH_MAX", "SEED_BOUND", "PathStr", "Section", "ShardList"]
 
 
 class DataConfig(Section):
-    dataset: Literal["shapes", "coco", "flickr30k", "imagefolder"] = "shapes"
+    dataset: Literal["shapes", "coco", "flickr30k", "imagefolder", "webdataset"] = "shapes"
     root: PathStr | None = Field(
         default=None,
         description="shapes: cache directory (default .ablate/data); real data: folder of images "
@@ -39,11 +42,44 @@ class DataConfig(Section):
     vocab_size: int = Field(default=1000, ge=50, description="WordPiece vocabulary to train")
     tokenizer_path: PathStr | None = None
     batch_size: int = Field(default=32, ge=2)
+    train_shards: ShardList | None = Field(
+        default=None, description="webdataset: the training shards, a brace pattern such as "
+        "/data/cc3m/{00000..00127}.tar or s3://bucket/cc3m/{00000..00127}.tar ('::' joins "
+        "several); .jpg/.png + .txt or .json caption per sample, as img2dataset writes them",
+    )
+    val_shards: ShardList | None = Field(
+        default=None, description="webdataset: the validation shards (never shuffled)")
+    test_shards: ShardList | None = Field(
+        default=None, description="webdataset: the test shards (never shuffled)")
+    num_workers: int = Field(
+        default=0, ge=0, le=64, description="DataLoader worker processes decoding and "
+        "augmenting images (0: in the training process); never changes a result")
+    prefetch_factor: int = Field(
+        default=2, ge=1, le=64, description="batches each worker prepares ahead")
+    augment: bool = Field(
+        default=False, description="ALBEF's train-time augmentation: RandomResizedCrop "
+        "(scale 0.5-1), horizontal flip (swapping 'left' and 'right' in the caption) and "
+        "RandAugment(2, 7); deterministic per (seed, epoch, sample)",
+    )
+    max_bad_fraction: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="share of a split's samples that may be "
+        "skipped as unreadable (corrupt image, empty caption, broken tar member) before the "
+        "trial fails with an error",
+    )
 
     @model_validator(mode="after")
     def _objects_range(self) -> DataConfig:
         if self.min_objects > self.max_objects:
             raise ValueError("min_objects: must not exceed max_objects")
+        return self
+
+    @model_validator(mode="after")
+    def _shards_named(self) -> DataConfig:
+        if self.dataset == "webdataset":
+            for name in ("train_shards", "val_shards", "test_shards"):
+                if not getattr(self, name):
+                    raise ValueError(f"{name}: required for dataset 'webdataset' (a brace "
+                                     "pattern of tar shards)")
         return self
 
 

@@ -129,6 +129,8 @@ RESULT_NEUTRAL_FIELDS = [
     ("runtime", "output_dir"),
     ("runtime", "log_every"),
     ("runtime", "checkpoint_every"),
+    ("data", "num_workers"),  # order and augmentation depend on (seed, epoch, sample) only
+    ("data", "prefetch_factor"),
 ]
 """Fields that never change the numbers a trial produces, so they stay out of its hash."""
 
@@ -140,6 +142,11 @@ ADDED_WITH_DEFAULT: dict[str, Any] = {
     "model.text.fusion_readout": "cls",
     "init.fusion": False,
     "model.text.cross_attention_init": "bert",
+    "data.train_shards": None,
+    "data.val_shards": None,
+    "data.test_shards": None,
+    "data.augment": False,
+    "data.max_bad_fraction": 0.01,
 }
 """Fields added after configs were hashed, and the default that does what the code did before
 them: at that value they stay out of the canonical JSON, so existing configs keep their hash

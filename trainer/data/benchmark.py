@@ -9,6 +9,7 @@ from trainer.data.cache import default_dir, writable_dir
 from trainer.data.imagefolder import load_imagefolder
 from trainer.data.karpathy import load_karpathy
 from trainer.data.shapes import load_shapes
+from trainer.data.sharded import load_webdataset
 from trainer.data.tokenizer import load_tokenizer, train_tokenizer
 from trainer.data.types import Benchmark, ImageTextSplit
 
@@ -20,6 +21,8 @@ def load_splits(cfg: DataConfig) -> dict[str, ImageTextSplit]:
         return load_karpathy(cfg)
     if cfg.dataset == "imagefolder":
         return load_imagefolder(cfg)
+    if cfg.dataset == "webdataset":
+        return load_webdataset(cfg)
     raise ValueError(f"data.dataset: unknown dataset {cfg.dataset!r}")
 
 

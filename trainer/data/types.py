@@ -7,18 +7,21 @@ tensor for `shapes`, files on disk for real data) is hidden behind ``ImageSource
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerFast
 
+from trainer.data.decode import BadImage, open_rgb, squash
 from trainer.data.scenes import Scene
+
+LOG = logging.getLogger(__name__)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -27,9 +30,17 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 class ImageSource(Protocol):
+    """Where a split's pixels come from. ``load``: a normalised batch (evaluation);
+    ``row``: one uint8 ``[3, S, S]`` image; ``pil``: one decoded image before any resize (what
+    augmentation crops). ``row`` and ``pil`` raise ``BadImage`` for an unreadable image."""
+
     def __len__(self) -> int: ...
 
     def load(self, index: torch.Tensor) -> torch.Tensor: ...
+
+    def row(self, i: int) -> torch.Tensor: ...
+
+    def pil(self, i: int) -> Image.Image: ...
 
 
 class TensorImages:
@@ -44,41 +55,77 @@ class TensorImages:
     def load(self, index: torch.Tensor) -> torch.Tensor:
         return normalize(self.images[index])
 
+    def row(self, i: int) -> torch.Tensor:
+        return self.images[i]
 
-class FileImages:
-    """Images read from files on demand, RGB, resized (squashed) to ``size`` x ``size``.
+    def pil(self, i: int) -> Image.Image:
+        return Image.fromarray(self.images[i].permute(1, 2, 0).numpy())
 
-    Decoded images are kept in a byte-bounded LRU cache, so evaluation passes and small
-    datasets are decoded once while a COCO-sized train split cannot exhaust memory.
-    """
 
-    def __init__(self, paths: Sequence[Path], size: int, cache_bytes: int = 512 << 20) -> None:
-        self.paths = list(paths)
+class CachedRows:
+    """A byte-bounded LRU cache of decoded rows, so evaluation passes and small datasets are
+    decoded once while a COCO-sized train split cannot exhaust memory."""
+
+    def __init__(self, size: int, cache_bytes: int) -> None:
         self.size = size
         self.capacity = max(1, cache_bytes // (3 * size * size))
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.unreadable: set[int] = set()
 
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _read(self, i: int) -> torch.Tensor:
+    def cached(self, i: int, decode: Callable[[], torch.Tensor]) -> torch.Tensor:
         hit = self._cache.get(i)
         if hit is not None:
             self._cache.move_to_end(i)
             return hit
-        with Image.open(self.paths[i]) as im:
-            rgb = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
-            arr = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+        arr = decode()
         self._cache[i] = arr
         if len(self._cache) > self.capacity:
             self._cache.popitem(last=False)
         return arr
 
-    def load(self, index: torch.Tensor) -> torch.Tensor:
+    def load_rows(self, index: torch.Tensor) -> torch.Tensor:
+        """A normalised batch; an unreadable image is grey there, logged and kept in
+        ``unreadable`` (evaluation and the FLOPs probe; training replaces it, see
+        ``trainer.data.pipeline``)."""
         idx = index.reshape(-1).tolist()
         if not idx:
             return torch.empty(0, 3, self.size, self.size)
-        return normalize(torch.stack([self._read(int(i)) for i in idx]))
+        return normalize(torch.stack([self._row_or_grey(int(i)) for i in idx]))
+
+    def _row_or_grey(self, i: int) -> torch.Tensor:
+        try:
+            return self.row(i)  # type: ignore[attr-defined]
+        except BadImage as err:
+            if i not in self.unreadable:
+                LOG.warning("unreadable image %d shown grey: %s", i, err)
+            self.unreadable.add(i)
+            return torch.full((3, self.size, self.size), 128, dtype=torch.uint8)
+
+
+class FileImages(CachedRows):
+    """Images read from files on demand, RGB, resized (squashed) to ``size`` x ``size``."""
+
+    def __init__(self, paths: Sequence[Path], size: int, cache_bytes: int = 512 << 20) -> None:
+        super().__init__(size, cache_bytes)
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _bytes(self, i: int) -> bytes:
+        try:
+            return self.paths[i].read_bytes()
+        except OSError as err:
+            raise BadImage(f"{self.paths[i]}: {err}") from err
+
+    def row(self, i: int) -> torch.Tensor:
+        return self.cached(i, lambda: squash(open_rgb(self._bytes(i), draft=False), self.size))
+
+    def pil(self, i: int) -> Image.Image:
+        return open_rgb(self._bytes(i))
+
+    def load(self, index: torch.Tensor) -> torch.Tensor:
+        return self.load_rows(index)
 
 
 @dataclass
@@ -102,7 +149,12 @@ class ImageTextSplit:
     """`shapes` only: [N] long; images with the same group id are minimal pairs of each other
     (one binding, relation or attribute differs)."""
     image_ids: list[str] = field(default_factory=list)
-    """A stable name per image (file path for real data, ``<split>/<index>`` for shapes)."""
+    """A stable name per image (file path for real data, ``<split>/<index>`` for shapes,
+    ``<shard file>/<key>`` for shards)."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Samples left out when the split was read, per reason (shards: ``trainer.data.shards``)."""
+    seen: int = 0
+    """Samples found when the split was read, readable or not (0: not counted)."""
 
     def __post_init__(self) -> None:
         if len(self.captions) != len(self.caption_image) or len(self.noisy) != len(self.captions):
