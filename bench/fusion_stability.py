@@ -22,6 +22,7 @@ reproductions' seeds.
     .venv/bin/python bench/fusion_stability.py                      # the recipe as configured
     .venv/bin/python bench/fusion_stability.py --set model.text.fusion_readout=cls --label cls
     .venv/bin/python bench/fusion_stability.py --arms itm --seeds 3
+    .venv/bin/python bench/fusion_stability.py --arms itm_mlm --gradients   # who sets Adam's step
 
 Two seeds run at a time (one thread each: the machine has two cores).
 """
@@ -137,6 +138,40 @@ def image_dependence(preset: str, dotted: dict[str, Any], seed: int, pairs: int 
     return out
 
 
+def gradient_norms(preset: str, dotted: dict[str, Any], seed: int, at_step: int = 0
+                   ) -> dict[str, float]:
+    """After ``at_step`` training steps, each enabled objective's gradient norm over each part
+    of the model (vision encoder, text encoder, fusion), one objective's loss backpropagated at
+    a time on the same batch: how much of each shared weight's Adam step each one sets."""
+    import torch
+
+    from trainer.config import build_config
+    from trainer.loop import Trainer
+    from trainer.model.forward import StepContext
+
+    cfg = build_config(preset, dotted=dotted)
+    trainer = Trainer(cfg, seed, checkpoint_dir=None)
+    pre = trainer.pretrainer
+    pre.train()
+    for _ in range(at_step):
+        trainer.train_step()
+    batch = next(trainer.micro_batches())
+    named = {n: p for n, p in pre.named_parameters() if n.startswith("model.")}
+    out: dict[str, float] = {}
+    for name, objective in pre.enabled().items():
+        pre.zero_grad(set_to_none=True)
+        ctx = StepContext(pre.model, pre.model_m, batch, alpha_ramp=1.0, step=at_step,
+                          streams=pre.streams)
+        ctx.objectives = dict(pre.enabled())
+        objective(ctx).loss.backward()
+        for part in ("vision", "text", "fusion"):
+            grads = [p.grad for n, p in named.items()
+                     if n.startswith(f"model.{part}.") and p.grad is not None]
+            out[f"{name}:{part}"] = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+                                          ) if grads else 0.0
+    return out
+
+
 def run_seed(preset: str, dotted: dict[str, Any], seed: int) -> dict[str, Any]:
     from trainer.config import build_config
     from trainer.loop import Trainer
@@ -191,7 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the rows and summaries here")
     ap.add_argument("--probe", action="store_true",
                     help="only the image's share of the fused readouts' spread at step 0")
+    ap.add_argument("--gradients", type=int, nargs="*", metavar="STEP",
+                    help="only each objective's gradient norm per model part after these "
+                    "training steps (default 0)")
     args = ap.parse_args(argv)
+    if args.gradients is not None:
+        for arm in args.arms.split(","):
+            dotted = {**QUICK_BUDGET, **ARMS[arm], **parse_sets(args.sets)}
+            for step in args.gradients or [0]:
+                norms = gradient_norms(args.preset, dotted, args.first_seed, step)
+                print(f"  {arm} seed {args.first_seed} step {step}: "
+                      + "  ".join(f"{k} {v:.3f}" for k, v in norms.items()), flush=True)
+        return 0
     if args.probe:
         dotted = {**QUICK_BUDGET, **parse_sets(args.sets)}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
