@@ -24,9 +24,12 @@ DOWNSTREAM_METRICS: dict[str, tuple[str, ...]] = {
     "nlvr": ("nlvr_accuracy", "nlvr_consistency"),
     "ve": ("ve_accuracy",),
     "grounding": ("grounding_accuracy",),
+    "retrieval_ft": ("retrieval_ft_mean_recall", "retrieval_ft_t2i_r1", "retrieval_ft_i2t_r1"),
     "minimal_pairs": ("minimal_pairs_text", "minimal_pairs_image", "minimal_pairs_group"),
 }
-"""What each downstream task (``eval.downstream.tasks``) reports, on its test split."""
+"""What each downstream task (``eval.downstream.tasks``) reports, on its test split; all are
+fractions in [0, 1] (fine-tuned retrieval's R@K too, unlike zero-shot retrieval's percent), so
+a sum over tasks (UNITER's Meta-Sum) weighs every task alike."""
 
 
 def is_trial_metric(name: str) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from trainer.config.base import Section
 from trainer.downstream.tasks.settings import (
@@ -22,9 +22,9 @@ from trainer.downstream.tasks.settings import (
     VQASettings,
 )
 
-DownstreamTask = Literal["vqa", "nlvr", "ve", "grounding", "minimal_pairs"]
+DownstreamTask = Literal["vqa", "nlvr", "ve", "grounding", "retrieval_ft", "minimal_pairs"]
 DOWNSTREAM_TASKS: tuple[DownstreamTask, ...] = ("vqa", "nlvr", "ve", "grounding",
-                                                "minimal_pairs")
+                                                "retrieval_ft", "minimal_pairs")
 FINETUNED_TASKS: tuple[DownstreamTask, ...] = ("vqa", "nlvr", "ve", "grounding")
 
 
@@ -59,6 +59,12 @@ class GroundingTask(Section):
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
 
 
+class RetrievalFTTask(Section):
+    """ALBEF's retrieval fine-tune (ITC + ITM with hard negatives) on the trial's own data."""
+
+    finetune: FinetuneSettings = Field(default_factory=lambda: FinetuneSettings(steps=200))
+
+
 class DownstreamConfig(Section):
     tasks: tuple[DownstreamTask, ...] = Field(
         default=(), description="evaluated after pretraining, in this order")
@@ -66,6 +72,14 @@ class DownstreamConfig(Section):
     nlvr: NLVRTask = Field(default_factory=NLVRTask)
     ve: VETask = Field(default_factory=VETask)
     grounding: GroundingTask = Field(default_factory=GroundingTask)
+    retrieval_ft: RetrievalFTTask = Field(default_factory=RetrievalFTTask)
+
+    @field_validator("tasks")
+    @classmethod
+    def _each_once(cls, tasks: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("each task once")
+        return tasks
 
     def task(self, name: str) -> VQATask | NLVRTask | VETask | GroundingTask:
         return getattr(self, name)

@@ -3,7 +3,9 @@
 later runs alone against the trial's kept trunk (its final checkpoint).
 
 The fine-tuned tasks (``vqa``, ``nlvr``, ``ve``, ``grounding``) each copy the trunk, put
-their head on it and fine-tune (``finetune``); ``minimal_pairs`` is zero-shot. A task's
+their head on it and fine-tune (``finetune``); ``retrieval_ft`` fine-tunes the whole model
+with ITC + ITM as ALBEF's retrieval fine-tune (``retrieval_ft``); ``minimal_pairs`` is
+zero-shot. A task's
 metrics reach the trial as ``<task>_<metric>`` (``vqa_accuracy``, ``nlvr_consistency``,
 ``minimal_pairs_group``, ...): final metrics like retrieval's, so they can be a spec's primary
 metric and ``/compare`` reads them like any other.
@@ -32,6 +34,8 @@ def task_settings(cfg: TrainConfig, task: str) -> dict[str, Any]:
     """What decides a task's numbers besides the trunk: its data (at the trunk's image size;
     the cache directory left out) and its fine-tuning budget. ``{}`` for minimal pairs, which
     reads the trial's own test split."""
+    if task == "retrieval_ft":
+        return cfg.eval.downstream.retrieval_ft.model_dump(mode="json")
     if task not in FINETUNED_TASKS:
         return {}
     settings = cfg.eval.downstream.task(task).model_dump(mode="json")
@@ -93,6 +97,12 @@ def evaluate_task(trainer: Trainer, task: str, *, trial_key: str) -> Evaluation:
                                      device=trainer.device)
         compared, details = _split_metrics(result.metrics)
         return Evaluation(task, key, compared, result.protocol, details=details)
+    if task == "retrieval_ft":
+        from trainer.downstream.retrieval_ft import finetune_retrieval
+
+        tuned = finetune_retrieval(trainer, cfg.eval.downstream.retrieval_ft.finetune)
+        return Evaluation(task, key, tuned.metrics, f"finetune:{tuned.protocol}",
+                          fingerprint=tuned.fingerprint)
     from trainer.downstream.tasks import load_task
 
     settings = cfg.eval.downstream.task(task)

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from trainer.config import TrainConfig, build_config
 from trainer.downstream.finetune import FinetuneBudget, batches, lr_at
+from trainer.downstream.retrieval_ft import finetune_config
 from trainer.downstream.run import evaluate_task, evaluation_key
 from trainer.loop import Trainer
 from trainer.metric_names import DOWNSTREAM_METRICS
@@ -34,6 +35,8 @@ def small(tmp: Path, **dotted: object) -> TrainConfig:
         base |= {f"eval.downstream.{task}.finetune.steps": 4,
                  f"eval.downstream.{task}.finetune.batch_size": 8,
                  f"eval.downstream.{task}.finetune.eval_every": 2}
+    base |= {"eval.downstream.retrieval_ft.finetune.steps": 3,
+             "eval.downstream.retrieval_ft.finetune.batch_size": 8}
     return build_config("tiny", dotted={**base, **dotted})
 
 
@@ -139,3 +142,39 @@ def test_a_task_added_after_the_trunk_is_gone_is_a_clear_error(tmp_path: Path) -
     with pytest.raises(FileNotFoundError, match="eval.downstream"):
         run_trial(more, 0, tracking_uri=uri, experiment_name="ds",
                   checkpoint_dir=tmp_path / "elsewhere")
+
+
+def test_retrieval_fine_tunes_itc_and_itm_only_and_leaves_the_trial_alone(
+    tmp_path: Path,
+) -> None:
+    cfg = small(tmp_path, **{"objectives.itm.hard_negatives": False,
+                             "objectives.mlm.enabled": True})
+    ft = finetune_config(cfg, cfg.eval.downstream.retrieval_ft.finetune)
+    assert ft.enabled_objectives() == ["itc", "itm"]  # ALBEF's Retrieval.py mix
+    assert ft.objectives.itm.hard_negatives and not ft.init.warm_start
+    assert ft.schedule.steps == 3 and ft.data.batch_size == 8
+    assert ft.data == cfg.data.model_copy(update={"batch_size": 8})  # the trial's own data
+    trainer = Trainer(cfg, 2, checkpoint_dir=None)
+    before = {k: v.clone() for k, v in trainer.pretrainer.state_dict().items()}
+    ev = evaluate_task(trainer, "retrieval_ft", trial_key="k")
+    assert all(torch.equal(before[k], v) for k, v in trainer.pretrainer.state_dict().items())
+    assert ev.protocol.startswith("finetune:itc+itm_rerank@")
+    assert set(ev.metrics) == {"mean_recall", "t2i_r1", "i2t_r1"}
+    assert evaluate_task(trainer, "retrieval_ft", trial_key="k").metrics == ev.metrics
+
+
+def test_the_fine_tune_starts_from_the_trials_weights(tmp_path: Path) -> None:
+    """A vanishing learning rate: the fine-tuned model scores exactly what the trained trial's
+    own model scores (same weights, same protocol), and not what a fresh model of the same
+    config and seed would (which the fine-tune's Trainer starts as)."""
+    cfg = small(tmp_path, **{"eval.downstream.retrieval_ft.finetune.lr": 1e-12,
+                             "eval.downstream.retrieval_ft.finetune.steps": 1,
+                             "objectives.mlm.enabled": False})
+    fresh = Trainer(cfg, 2, checkpoint_dir=None).evaluate(
+        Trainer(cfg, 2, checkpoint_dir=None).bench.test).metrics
+    trainer = Trainer(cfg, 2, checkpoint_dir=None)
+    trainer.run()  # 3 steps at the trial's lr: weights a fresh model does not have
+    trained = trainer.evaluate(trainer.bench.test).metrics
+    assert trained["mean_recall"] != fresh["mean_recall"]
+    ev = evaluate_task(trainer, "retrieval_ft", trial_key="k")
+    assert ev.metrics["mean_recall"] == pytest.approx(trained["mean_recall"] / 100, abs=1e-6)
