@@ -95,8 +95,8 @@ def test_canonical_hash_is_stable_and_ignores_result_neutral_fields() -> None:
 ])
 def test_the_presets_keep_the_hashes_they_had_before_sharded_data(preset, digest) -> None:
     """Hashes computed before issue 25's data fields and issue 24's eval.downstream: a stored
-    trial's key must keep its meaning. The new fields at their defaults stay out of the canonical JSON, and the
-    input pipeline's speed knobs never enter it."""
+    trial's key must keep its meaning. The new fields at their defaults stay out of the
+    canonical JSON, and the input pipeline's speed knobs never enter it."""
     cfg = build_config(preset)
     assert cfg.config_hash() == digest
     assert build_config(preset, dotted={"data.num_workers": 4, "data.prefetch_factor": 8,
