@@ -73,13 +73,13 @@ def run_trial(
         will_train(done is None)
     if done is not None:
         # only the evaluations it lacks run, on the trunk its final checkpoint kept
-        metrics, evaluations = downstream(
+        metrics, evaluations, prints = downstream(
             config, seed, key, run, done["steps"],
             lambda: pretrained_trainer(config, seed, str(checkpoint_dir)))
         return TrialResult(
             {**done["metrics"], **metrics}, run.run_id or "", done["steps"], done["protocol"],
             {k: [tuple(p) for p in v] for k, v in done.get("history", {}).items()},
-            done.get("cost", {}), done.get("fingerprints", {}), evaluations,
+            done.get("cost", {}), {**done.get("fingerprints", {}), **prints}, evaluations,
         )
     run.open(config.flat())
     ok = False
@@ -96,28 +96,32 @@ def run_trial(
              "history": outcome.history, "cost": outcome.cost,
              "fingerprints": outcome.fingerprints},
         )
-        metrics, evaluations = downstream(config, seed, key, run, outcome.steps,
-                                          lambda: trainer)
+        metrics, evaluations, prints = downstream(config, seed, key, run, outcome.steps,
+                                                  lambda: trainer)
         ok = True
         return TrialResult({**outcome.metrics, **metrics}, run.run_id or "", outcome.steps,
                            outcome.protocol, outcome.history, outcome.cost,
-                           outcome.fingerprints, evaluations)
+                           {**outcome.fingerprints, **prints}, evaluations)
     finally:
         run.close(ok)
 
 
 def downstream(config: TrainConfig, seed: int, key: str, run: TrialRun, step: int,
-               trunk: Callable[[], Trainer]) -> tuple[dict[str, float], dict[str, str]]:
+               trunk: Callable[[], Trainer]
+               ) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
     """Every task of ``eval.downstream.tasks`` on this trial: a stored evaluation (artifact
     ``downstream/<task>-<evaluation key>.json`` on the trial's run) is read back, a missing
     one is computed, logged (metrics ``<task>_<metric>`` at the trial's last step) and
-    stored. ``trunk`` is only called when something must be computed."""
+    stored. ``trunk`` is only called when something must be computed. Returns the metrics,
+    the evaluation keys and the fine-tunes' fingerprints (``finetune.<task>``: head init and
+    data order, equal across arms at one seed), which the pairing check then covers."""
     if not config.eval.downstream.tasks:
-        return {}, {}
+        return {}, {}, {}
     from trainer.downstream.run import Evaluation, evaluate_task, evaluation_key
 
     metrics: dict[str, float] = {}
     keys: dict[str, str] = {}
+    prints: dict[str, str] = {}
     trainer: Trainer | None = None
     for task in config.eval.downstream.tasks:
         eval_key = evaluation_key(key, task, config)
@@ -131,10 +135,13 @@ def downstream(config: TrainConfig, seed: int, key: str, run: TrialRun, step: in
             run.log_metrics(evaluation.trial_metrics(), step, force=True)
             run.log_json(name, evaluation.as_json())
             run.set_tags({f"evaluation.{task}": eval_key,
-                          f"fingerprint.finetune.{task}": evaluation.fingerprint or "none"})
+                          **({f"fingerprint.finetune.{task}": evaluation.fingerprint}
+                             if evaluation.fingerprint else {})})
         metrics |= evaluation.trial_metrics()
         keys[task] = eval_key
-    return metrics, keys
+        if evaluation.fingerprint:
+            prints[f"finetune.{task}"] = evaluation.fingerprint
+    return metrics, keys, prints
 
 
 def pretrained_trainer(config: TrainConfig, seed: int, checkpoint_dir: str) -> Trainer:

@@ -113,6 +113,7 @@ def test_a_trials_evaluations_run_once_and_a_task_added_later_runs_alone(
     first = run_trial(cfg, 0, tracking_uri=uri, experiment_name="ds", checkpoint_dir=ckpt)
     assert {"ve_accuracy", "minimal_pairs_group", "mean_recall"} <= set(first.metrics)
     assert set(first.evaluations) == {"ve", "minimal_pairs"}
+    assert "finetune.ve" in first.fingerprints  # the pairing check covers the fine-tune
     client = MlflowClient(uri)
     run_id = first.mlflow_run_id
     assert client.get_run(run_id).info.status == "FINISHED"
@@ -120,6 +121,7 @@ def test_a_trials_evaluations_run_once_and_a_task_added_later_runs_alone(
 
     again = run_trial(cfg, 0, tracking_uri=uri, experiment_name="ds", checkpoint_dir=ckpt)
     assert again.metrics == first.metrics and again.mlflow_run_id == run_id
+    assert again.fingerprints == first.fingerprints
     assert len(client.get_metric_history(run_id, "ve_accuracy")) == 1  # read back, not rerun
 
     more = small(tmp_path, **{"eval.downstream.tasks": ["ve", "nlvr"]})
