@@ -137,3 +137,35 @@ def test_the_cli_posts_the_tasks(client) -> None:
         assert "8 new evaluations" in out.output
         bad = CliRunner().invoke(cli.app, ["evaluate", exp_id, "--task", "vqa2", "--url", base])
     assert bad.exit_code == 1 and "tasks[0]" in bad.output
+
+
+def test_the_dry_run_lists_the_tasks_with_their_cost(client, tmp_path) -> None:
+    spec = {**SPEC, "base": {"preset": "tiny", "set": {
+        "schedule.steps": 3, "data.batch_size": 8,
+        "eval.downstream.tasks": ["ve", "minimal_pairs"],
+        "eval.downstream.ve.finetune.steps": 4, "eval.downstream.ve.finetune.batch_size": 8}},
+        "variants": [{"name": "full", "set": {}},
+                     {"name": "bigger-ve", "set": {"eval.downstream.ve.finetune.steps": 8}}]}
+    before = client.store.counts()
+    r = client.post("/experiments", params={"dry_run": True}, json=spec)
+    assert r.status_code == 200, r.text
+    plan = r.json()["downstream"]
+    assert plan["tasks"] == [
+        {"task": "ve", "primary_metric": "ve_accuracy", "trials": 4,
+         "finetune_samples_per_trial": (32 + 64) / 2, "finetune_samples": 2 * (32 + 64)},
+        {"task": "minimal_pairs", "primary_metric": "minimal_pairs_group", "trials": 4,
+         "finetune_samples_per_trial": 0, "finetune_samples": 0}]
+    assert plan["pretraining_samples_per_trial"] == 24 and plan["pretraining_samples"] == 96
+    assert plan["finetune_samples"] == 192
+    assert client.store.counts() == before
+    # the CLI's dry run prints the same plan, over HTTP
+    path = tmp_path / "spec.json"
+    import json
+
+    path.write_text(json.dumps(spec))
+    with serve_in_thread(client.app) as base:
+        out = CliRunner().invoke(cli.app, ["submit", str(path), "--dry-run", "--url", base])
+    assert out.exit_code == 0, out.output
+    assert '"finetune_samples": 192' in out.output
+    assert client.post("/experiments", params={"dry_run": True},
+                       json=SPEC).json()["downstream"] is None

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from service.api.deps import ExecutorDep, StoreDep, check_auth, error
 from service.api.responses import UNAUTHORIZED, errors
 from service.evaluate import EvaluationRefused, request_evaluation
+from service.specs.downstream import DOWNSTREAM_TASKS
 from service.store import NotFound
 
 router = APIRouter(prefix="/experiments", tags=["experiments"],
@@ -24,10 +25,13 @@ class EvaluateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tasks: list[str] = Field(max_length=16, examples=[["vqa", "nlvr"]])
+    # the rules below are the schema's only: the use case checks them, naming ``tasks[i]``
+    tasks: list[str] = Field(max_length=16, examples=[["vqa", "nlvr"]], json_schema_extra={
+        "minItems": 1, "uniqueItems": True, "items": {"enum": list(DOWNSTREAM_TASKS)}})
     settings: dict[str, Any] = Field(
         default_factory=dict, max_length=64,
-        examples=[{"eval.downstream.vqa.finetune.steps": 200}])
+        examples=[{"eval.downstream.vqa.finetune.steps": 200}],
+        json_schema_extra={"propertyNames": {"pattern": r"^eval\.downstream\.(?!tasks)"}})
 
 
 class EvaluateOut(BaseModel):
