@@ -1,5 +1,5 @@
-"""``ablate serve | submit | status | watch | compare | demo`` (and ``train`` and ``data shard``,
-from the trainer).
+"""``ablate serve | submit | status | watch | evaluate | compare | demo`` (and ``train`` and
+``data shard``, from the trainer).
 
 The CLI is a thin HTTP client of the controller (``--url`` / ``ABLATE_CONTROLLER_URL``), except
 ``serve`` and ``demo``, which start the embedded stack on loopback and stop it cleanly on Ctrl-C
@@ -209,6 +209,33 @@ def watch(exp_id: str, url: str | None = typer.Option(None),
     with _client(url) as client:
         exp = watch_experiment(client, exp_id, interval)
     console.print(_status_table(exp))
+
+
+@app.command()
+def evaluate(
+    exp_id: str,
+    task: list[str] = typer.Option(..., "--task", "-t", help="a downstream task (repeatable): "
+                                   "vqa, nlvr, ve, grounding, minimal_pairs"),
+    set_: list[str] = typer.Option([], "--set", help="eval.downstream.<task>.*=value "
+                                   "(repeatable), e.g. eval.downstream.vqa.finetune.steps=200"),
+    url: str | None = typer.Option(None),
+) -> None:
+    """Evaluate a finished experiment on more downstream tasks; only new evaluations run."""
+    from trainer.config.overrides import parse_override
+
+    try:
+        settings = dict(parse_override(item) for item in set_)
+    except ValueError as err:
+        err_console.print(f"[red]--set[/red]: {err}")
+        raise typer.Exit(2) from None
+    with _client(url) as client:
+        out = _check(client.post(f"/experiments/{exp_id}/evaluate",
+                                 json={"tasks": task, "settings": settings}))
+    states = ", ".join(f"{n} {s}" for s, n in out["evaluations"].items() if n)
+    console.print(f"[bold]{out['id']}[/bold]: {out['added']} new evaluations "
+                  f"(tasks now {', '.join(out['tasks'])}; {states or 'none stored'})")
+    if out.get("submit_error"):
+        err_console.print(f"[yellow]{out['submit_error']}[/yellow]")
 
 
 COMPARE_FORMATS = ("json", "markdown", "csv", "latex", "html", "png")

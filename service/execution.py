@@ -99,11 +99,13 @@ class Executor:
         """Make sure a job runs this experiment's runnable trials; returns its submission id.
 
         No-op (returning the live job's id) while a job for it is pending or running; None when
-        nothing is left to run (everything cached or final) or the experiment was cancelled.
+        nothing is left to run (every trial cached or final and no downstream evaluation
+        pending) or the experiment was cancelled.
         """
         with self._lock:
             exp = self.store.get_experiment(exp_id)
-            if exp.cancelled_at is not None or not self.store.runnable_trials(exp_id):
+            if exp.cancelled_at is not None or not (self.store.runnable_trials(exp_id)
+                                                    or self.store.evaluations.runnable(exp_id)):
                 return None
             jobs = self.jobs  # Ray unreachable fails fast here, before any MLflow call
             if exp.job_submission_id:
@@ -148,6 +150,7 @@ class Executor:
                 except Exception as err:  # stopping a job that already ended
                     log.info("stop_job %s: %s", exp.job_submission_id, err)
             n = self.store.cancel_trials(exp_id)
+            self.store.evaluations.fail_active(exp_id, "cancelled")
             exp = self.store.get_experiment(exp_id)
             self.parent_runs.end_orphans(exp, status="KILLED", include_parent=True)
             return n
@@ -156,7 +159,8 @@ class Executor:
     def reconcile(self) -> dict[str, str]:
         """Resubmit experiments whose job is gone; end MLflow runs nobody will end.
 
-        For each experiment with pending/running/retrying trials: a live job -> nothing to do; a
+        For each experiment with pending/running/retrying trials or pending/running downstream
+        evaluations: a live job -> nothing to do; a
         cancel that was interrupted -> finish it; no live job -> end its orphaned RUNNING MLflow
         runs (their trials resume them by trial key) and resubmit, at most ``max_job_resubmits``
         times, after which the remaining trials fail. Each experiment with no active trial left
@@ -164,11 +168,14 @@ class Executor:
         ended) if it has not had it. Returns what was done, per experiment.
         """
         actions: dict[str, str] = {}
-        for exp_id in self.store.experiments_with_active_trials():
+        active = {*self.store.experiments_with_active_trials(),
+                  *self.store.evaluations.experiments_with_active()}
+        for exp_id in sorted(active):
             with self._lock:
                 exp = self.store.get_experiment(exp_id)
                 if exp.cancelled_at is not None:
                     self.store.cancel_trials(exp_id)
+                    self.store.evaluations.fail_active(exp_id, "cancelled")
                     self.parent_runs.end_orphans(exp, include_parent=True)
                     actions[exp_id] = "cancelled"
                     continue
@@ -179,9 +186,9 @@ class Executor:
                         continue
                 ended = self.parent_runs.end_orphans(exp, status="FAILED")
                 if exp.job_submissions > self.settings.max_job_resubmits:
-                    self.store.fail_active(
-                        exp_id, f"its Ray job was lost {exp.job_submissions} times; giving up"
-                    )
+                    lost = f"its Ray job was lost {exp.job_submissions} times; giving up"
+                    self.store.fail_active(exp_id, lost)
+                    self.store.evaluations.fail_active(exp_id, lost)
                     self.parent_runs.end_parent(self.store.get_experiment(exp_id))
                     actions[exp_id] = "failed: too many lost jobs"
                     continue

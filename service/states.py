@@ -36,6 +36,23 @@ ACTIVE_STATES = frozenset({TrialState.PENDING, TrialState.RUNNING, TrialState.RE
 RESULT_STATES = frozenset({TrialState.FINISHED, TrialState.CACHED})
 """Trials with a result: their metrics count in a comparison and their progress is complete."""
 
+class EvaluationState(enum.StrEnum):
+    """Where one downstream evaluation (a trial x task x settings) is; ``done`` and ``failed``
+    are final, as a trial's are."""
+
+    PENDING = "pending"
+    """Asked for (``POST /experiments/<id>/evaluate``), waiting for the experiment's job."""
+    RUNNING = "running"
+    """A worker is fine-tuning (or scoring) it on the trial's kept trunk."""
+    DONE = "done"
+    """Its metrics are stored here, on the trial, and on the trial's MLflow run."""
+    FAILED = "failed"
+    """Gave up (no kept trunk, retries exhausted); ``error`` says why."""
+
+
+ACTIVE_EVALUATION_STATES = frozenset({EvaluationState.PENDING, EvaluationState.RUNNING})
+"""Evaluations a (re)submitted job still runs."""
+
 TERMINAL_STATUSES = frozenset({"finished", "failed", "cancelled"})
 """Experiment statuses (``experiment_status``) after which nothing runs without a user request."""
 

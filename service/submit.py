@@ -132,22 +132,27 @@ def submit(planned: Plan, store: Store, executor: Executor,
         if earlier is None:
             raise
         return _replay(earlier, planned, idempotency_key or "")
-    sid, submit_error = None, None
-    timeout = executor.settings.submit_timeout_s
-    pending = _SUBMITTER.submit(executor.submit, exp.id)
-    try:
-        sid = pending.result(timeout=timeout)
-    except StillRunning:
-        submit_error = (f"still submitting after {timeout:g} s (MLflow or Ray is slow); it goes "
-                        "on in the background and the reconciler checks on it")
-        log.warning("submit %s: %s", exp.id, submit_error)
-    except Exception as err:  # Ray or MLflow unreachable and the like: the reconciler retries
-        submit_error = f"not submitted yet (the reconciler retries): {err}"
-        log.warning("submit %s: %s", exp.id, err)
+    sid, submit_error = submit_job(executor, exp.id)
     exp = store.get_experiment(exp.id)
     if sid is None and submit_error is None and reconciler is not None:
         reconciler.wake()  # nothing to run (all cached): log its comparison now
     return Submission(experiment=exp, job_submission_id=sid, submit_error=submit_error)
+
+def submit_job(executor: Executor, exp_id: str) -> tuple[str | None, str | None]:
+    """(submission id, why not yet): the experiment's job submitted, waiting at most
+    ``submit_timeout_s``; a failure is left to the reconciler, never raised."""
+    timeout = executor.settings.submit_timeout_s
+    pending = _SUBMITTER.submit(executor.submit, exp_id)
+    try:
+        return pending.result(timeout=timeout), None
+    except StillRunning:
+        why = (f"still submitting after {timeout:g} s (MLflow or Ray is slow); it goes "
+               "on in the background and the reconciler checks on it")
+    except Exception as err:  # Ray or MLflow unreachable and the like: the reconciler retries
+        why = f"not submitted yet (the reconciler retries): {err}"
+    log.warning("submit %s: %s", exp_id, why)
+    return None, why
+
 
 def _replay(earlier: ExperimentView, planned: Plan, key: str) -> Submission:
     if not _same_spec(earlier.spec, planned.spec):

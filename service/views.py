@@ -11,13 +11,20 @@ same thing. No SQL (that is ``service.store``) and no HTTP (that is ``service.ap
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from service import analysis as an
 from service import report
 from service.job.looks import sequential_section
 from service.settings import Settings
 from service.specs import RunOptions
+from service.specs.downstream import (
+    DOWNSTREAM_METRICS,
+    TASK_PRIMARY,
+    config_tasks,
+    finetune_samples,
+    tasks_metrics,
+)
 from service.store import ExperimentView as StoredExperiment
 from service.store import Store, TrialView
 
@@ -84,31 +91,47 @@ def _eval_split(config: dict) -> str:
 
 
 def analysis_view(exp: StoredExperiment, mlflow_ui_url: str = "") -> an.ExperimentView:
-    """The analysis' input for a stored experiment (load it ``with_history`` for curves)."""
+    """The analysis' input for a stored experiment (load it ``with_history`` for curves).
+
+    The metrics are the spec's, then those of every downstream task a variant enables (a
+    task evaluated later extends the spec's ``reported`` too); each task is one block."""
     # only the metrics: a spec stored before a rule of the schema tightened still compares
     spec = RunOptions.model_validate(exp.spec)
     primary = spec.metrics.primary
+    enabled = [t for v in exp.variants for t in config_tasks(v.config)]
+    metrics = list(dict.fromkeys([primary, *spec.metrics.reported, *tasks_metrics(enabled)]))
+    tasks = {t: [m for m in metrics if m in names] for t, names in DOWNSTREAM_METRICS.items()}
+    tasks = {t: ms for t, ms in tasks.items() if ms}
     trials: list[an.TrialRecord] = []
     for v in exp.variants:
         split = _eval_split(v.config)
-        trials.extend(_record(t, v.name, primary, split, mlflow_ui_url) for t in v.trials)
+        trials.extend(_record(t, v.name, primary, split, mlflow_ui_url, v.config)
+                      for t in v.trials)
     return an.ExperimentView(
+        tasks=tasks, task_primary={t: TASK_PRIMARY[t] for t in tasks},
+        directions=dict.fromkeys((m for ms in tasks.values() for m in ms), "higher"),
         name=exp.name,
         design=exp.design,
         variants=[an.VariantView(name=v.name, factor_levels=dict(v.levels))
                   for v in exp.variants],  # the store keeps spec order (position)
         baseline=exp.baseline,
         primary_metric=primary,
-        metrics=list(dict.fromkeys([primary, *spec.metrics.reported])),
+        metrics=metrics,
         trials=trials,
     )
 
 
-def _record(t: TrialView, variant: str, primary: str, split: str, ui: str) -> an.TrialRecord:
+def _record(t: TrialView, variant: str, primary: str, split: str, ui: str,
+            config: dict[str, Any]) -> an.TrialRecord:
     curve = learning_curve(t.history, primary, split)
+    metrics = {k: float(v) for k, v in t.metrics.items() if isinstance(v, int | float)}
+    evaluated = [task for task in DOWNSTREAM_METRICS if TASK_PRIMARY[task] in metrics]
+    if evaluated:  # what its fine-tunes drew, beside pretraining's samples
+        metrics["cost_finetune_samples"] = float(sum(finetune_samples(config, task)
+                                                     for task in evaluated))
     return an.TrialRecord(
         variant=variant, seed=t.seed, status=t.state.value,
-        metrics={k: float(v) for k, v in t.metrics.items() if isinstance(v, int | float)},
+        metrics=metrics,
         history={primary: curve} if curve else {},
         mlflow_url=run_url(ui, t.mlflow_experiment_id, t.mlflow_run_id),
         fingerprints=t.fingerprints,

@@ -11,7 +11,9 @@ and the report renderers (``service.report``). One module per step, this one run
 * ``factorial``: factor main effects and interactions (OLS + ANOVA);
 * ``curves``: learning curves per variant;
 * ``pairing``: whether a seed's trials in two arms shared their randomness (else Welch);
-* ``cost``: samples, training FLOPs and wall time per arm, relative to the baseline.
+* ``cost``: samples, training FLOPs and wall time per arm, relative to the baseline;
+* ``downstream``, ``multiplicity``: a block per downstream task, the Meta-Sum, and Holm
+  across variants x tasks' primary metrics (one declared family).
 
 Conventions (also recorded in ``Analysis.notes`` so a report states them):
 
@@ -34,6 +36,7 @@ from typing import Literal
 
 from service.analysis.cost import arm_costs
 from service.analysis.curves import learning_curves
+from service.analysis.downstream import META_SUM, downstream_section, family_note, with_meta_sum
 from service.analysis.errors import AnalysisError
 from service.analysis.factorial import factorial_effects
 from service.analysis.pairwise import compare_pairs, correct_pvalues, holm
@@ -47,6 +50,7 @@ from service.analysis.schema import (
     Curve,
     DesignKind,
     Direction,
+    Downstream,
     EffectSize,
     ExperimentView,
     FactorEffect,
@@ -64,6 +68,7 @@ from service.analysis.summaries import Boot, cell_summaries, collect_table
 
 __all__ = [
     "BOOTSTRAP_METHODS",
+    "META_SUM",
     "EFFECT_SIZE_CI_METHOD",
     "RESULT_STATUSES",
     "Analysis",
@@ -73,6 +78,7 @@ __all__ = [
     "Curve",
     "DesignKind",
     "Direction",
+    "Downstream",
     "EffectSize",
     "ExperimentView",
     "FactorEffect",
@@ -210,13 +216,13 @@ def analyze(
     """
     baseline = baseline or view.baseline
     _validate(view, baseline, alpha, correction, ci_method, n_boot, bootstrap_method)
+    view = with_meta_sum(view)
     conf = 1.0 - alpha
     boot = Boot(bootstrap_method, n_boot, boot_seed) if ci_method == "bootstrap" else None
     metrics = _metric_list(view)
-    dirs = {m: metric_direction(m, directions) for m in metrics}
-    guessed = [
-        m for m in metrics if not (directions and m in directions) and guess_direction(m) is None
-    ]
+    known = {**view.directions, **(directions or {})}
+    dirs = {m: metric_direction(m, known) for m in metrics}
+    guessed = [m for m in metrics if m not in known and guess_direction(m) is None]
     table = collect_table(view, metrics)
     cells = cell_summaries(table, conf, boot)
     names = table.names
@@ -249,7 +255,11 @@ def analyze(
         )
         for i, v in enumerate(view.variants)
     ]
+    downstream = downstream_section(view, variants, alpha)
+    if downstream is not None:
+        notes.append(family_note(downstream, alpha))
     return Analysis(
+        downstream=downstream,
         cost=arm_costs(view, baseline),
         experiment=view.name,
         design=view.design,

@@ -14,7 +14,9 @@ import numpy as np
 
 from service.analysis.schema import ArmCost, ExperimentView
 
-COST_FIELDS = {"samples": "cost_samples", "flops": "cost_flops", "train_s": "cost_train_s"}
+COST_FIELDS = {"samples": "cost_samples", "flops": "cost_flops", "train_s": "cost_train_s",
+               "finetune_samples": "cost_finetune_samples"}
+"""ArmCost field -> the trial metric it averages (fine-tune samples: ``service.views``)."""
 
 
 def _mean(values: list[float]) -> float | None:
@@ -34,7 +36,8 @@ def arm_costs(view: ExperimentView, baseline: str) -> list[ArmCost]:
         means = {key: _mean([t.metrics[m] for t in done if m in t.metrics])
                  for key, m in COST_FIELDS.items()}
         rows.append(ArmCost(variant=v.name, n=len(done), **means))
-    if all(r.flops is None and r.train_s is None and r.samples is None for r in rows):
+    if all(r.flops is None and r.train_s is None and r.samples is None
+           and r.finetune_samples is None for r in rows):
         return []
     base = next(r for r in rows if r.variant == baseline)
     for r in rows:

@@ -64,6 +64,12 @@ class ExperimentView(BaseModel):
     primary_metric: str
     metrics: list[str] = Field(default_factory=list)
     trials: list[TrialRecord] = Field(default_factory=list)
+    tasks: dict[str, list[str]] = Field(default_factory=dict)
+    """Downstream task -> its metrics among ``metrics`` (task order): one block each."""
+    task_primary: dict[str, str] = Field(default_factory=dict)
+    """Downstream task -> the metric its Holm family and the Meta-Sum use."""
+    directions: dict[str, Direction] = Field(default_factory=dict)
+    """Metric directions the caller knows (``analyze``'s ``directions`` win over these)."""
 
 
 # -------------------------------------------------------------------------- output
@@ -186,6 +192,41 @@ class ArmCost(BaseModel):
     train_s: float | None = None
     flops_ratio: float | None = None
     train_s_ratio: float | None = None
+    finetune_samples: float | None = None
+    """Downstream fine-tuning: the samples (steps x batch) of the tasks evaluated."""
+
+
+class TaskBlock(BaseModel):
+    """One downstream task's column block: its metrics and the one its family tests."""
+
+    task: str
+    metrics: list[str]
+    primary: str
+
+
+class FamilyTest(BaseModel):
+    """One member of the downstream family: a variant vs the baseline on a task's primary
+    metric, its raw paired (or Welch) p and its p Holm-adjusted over the whole family."""
+
+    variant: str
+    task: str
+    metric: str
+    delta: float | None = None
+    p: float | None = None
+    p_family: float | None = None
+    verdict: Verdict = "insufficient data"
+
+
+class Downstream(BaseModel):
+    """The downstream tasks' section of a comparison."""
+
+    tasks: list[TaskBlock]
+    meta_sum: str | None = None
+    """The combined score's metric (sum of the tasks' primary metrics per trial, UNITER's
+    Meta-Sum), when two or more tasks were evaluated."""
+    family_correction: str = "holm"
+    family: list[FamilyTest] = Field(default_factory=list)
+    """Variants x tasks' primary metrics, one Holm family (in variant, then task order)."""
 
 
 class SequentialLook(BaseModel):
@@ -253,6 +294,9 @@ class Analysis(BaseModel):
     cost: list[ArmCost] = Field(default_factory=list)
     """Per variant: mean samples, training FLOPs and wall time per trial, and ratios to the
     baseline; empty when the trials recorded no cost."""
+    downstream: Downstream | None = None
+    """Downstream tasks: one block per task, their Holm family and the Meta-Sum; None when
+    no task was evaluated."""
     sequential: Sequential | None = None
     """Adaptive seeds only: the decisions of the group-sequential procedure, the verdicts that
     hold under optional stopping (the fixed-design p values above do not)."""

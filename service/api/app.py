@@ -24,7 +24,7 @@ from service.api.limits import BodyLimit
 from service.api.methods import allowed_methods, options_response
 from service.api.openapi import build_schema
 from service.api.responses import ALWAYS
-from service.api.routes import compare, experiments, health
+from service.api.routes import compare, evaluate, experiments, health
 from service.execution import Executor, Reconciler
 from service.settings import Settings
 from service.store import Store
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(Exception)(_internal_error)
-    for module in (health, experiments, compare):
+    for module in (health, experiments, compare, evaluate):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app, settings)  # type: ignore[method-assign]
     return app

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel
 
 from service.planning.adaptive import AdaptivePlan
+from service.planning.downstream import DownstreamPlan, plan_downstream
 from service.planning.power import PowerPlan
 from service.settings import Settings
 from service.store import ExperimentView, NewVariant, TrialView
@@ -64,6 +65,9 @@ class DryRunOut(BaseModel):
     most; with ``delta`` and ``sd`` or ``prior`` also the expected trials."""
     power: PowerPlan | None = None
     """With ``delta`` and ``sd`` or ``prior``: the seeds per arm that detect ``delta``."""
+    downstream: DownstreamPlan | None = None
+    """The downstream tasks the trials are evaluated on, with their fine-tunes' cost in samples
+    next to pretraining's (None when no variant enables one)."""
 
 
 class CreatedOut(BaseModel):
@@ -150,6 +154,7 @@ def dry_run_out(planned: Plan) -> DryRunOut:
         baseline=planned.expansion.baseline, seeds=planned.expansion.seeds,
         trials=len(planned.expansion.trials),
         variants=[_planned_variant_out(nv) for nv in planned.variants],
+        downstream=plan_downstream(planned.expansion),
     )
 
 

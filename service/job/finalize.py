@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from service.states import ACTIVE_STATES
+from service.states import ACTIVE_EVALUATION_STATES, ACTIVE_STATES
 from service.tracking.parent_runs import ParentRuns
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,14 @@ def finalize(parent_runs: ParentRuns, exp_id: str) -> bool:
 
     An experiment whose trials were all cached gets its MLflow experiment and parent run here,
     so every experiment has a parent run holding its comparison. Returns False when there is
-    nothing to do (already finalized, cancelled, or trials still active).
+    nothing to do (already finalized, cancelled, or trials or evaluations still active).
     """
     store = parent_runs.store
     exp = store.get_experiment(exp_id)
     if (exp.finalized_at is not None or exp.cancelled_at is not None
-            or any(t.state in ACTIVE_STATES for t in exp.trials)):
+            or any(t.state in ACTIVE_STATES for t in exp.trials)
+            or any(e.state in ACTIVE_EVALUATION_STATES
+                   for e in store.evaluations.for_experiment(exp_id))):
         return False
     if not exp.mlflow_parent_run_id:
         parent_runs.prepare(exp)

@@ -6,7 +6,8 @@ the controller passes in the job's runtime env, and secrets from the private fil
 decides what runs (pending, retrying, and running trials an earlier, lost job left behind), never
 Tune's saved state: Tune's restore re-ran finished trials and duplicated MLflow runs. Each Tune
 trial calls ``trainer.trial.run_trial``, which continues the trial's own MLflow run and newest
-checkpoint, so a retry or a resubmitted job resumes instead of starting over.
+checkpoint, so a retry or a resubmitted job resumes instead of starting over. Evaluations asked
+for after their trials finished run after the trials (``service.job.evaluate``), in this job.
 
 Failures: ``TrialDiverged`` and config errors are final (``failed``); anything else, including
 the worker process dying, is retried by Tune (``FailureConfig.max_failures``) and the trial is
@@ -25,17 +26,23 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service.job.evaluate import run_evaluations
 from service.job.looks import add_next_look
 from service.job.progress import store_progress
 from service.job.schedulable import wait_until_fits
+from service.job.threads import pin_threads_to_assigned_cpus
 from service.paths import check_config_paths
 from service.settings import Settings
 from service.specs import RunOptions
 from service.store import ACTIVE_STATES, ExperimentView, Store, TrialState
 from service.tracking.names import mlflow_experiment_name, trial_tags
 from trainer.config import ConfigError, TrainConfig  # torch-free
+from trainer.metric_names import DOWNSTREAM_METRICS
 
 log = logging.getLogger("service.job.supervisor")
+
+EVALUATION_ROUNDS = 3
+"""Passes over the runnable evaluations a job makes (each pass fails what it could not run)."""
 
 CURVE_POINTS = 200
 """Most points kept per stored learning curve (evenly thinned, first and last kept)."""
@@ -74,24 +81,6 @@ def trial_plan(store: Store, exp_id: str) -> dict[int, dict[str, Any]]:
                     "levels": variant.levels,
                 }
     return plan
-
-
-def pin_threads_to_assigned_cpus(config: Any) -> None:
-    """Use as many torch threads as CPUs Ray gave the trial (unless the config says).
-
-    Two trials on two cores each spinning two OpenMP threads run ~10x slower than with one
-    thread each (measured on the tiny preset: 3.5 s vs 0.35 s per step).
-    """
-    if config.runtime.threads is not None:
-        return
-    import ray
-    import torch
-
-    try:
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    except Exception:  # outside a Ray worker: leave torch's default
-        return
-    torch.set_num_threads(max(1, int(cpus)))
 
 
 def ray_node_id() -> str | None:
@@ -163,10 +152,18 @@ def run_one(trial: dict[str, Any], exp_ctx: dict[str, Any]) -> dict[str, float]:
             mlflow_run_id=result.mlflow_run_id,
             mlflow_experiment_id=exp_ctx["mlflow_experiment_id"], steps=result.steps,
             history=curves_to_store(result.history, exp_ctx.get("metrics", [])),
+            evaluations=evaluation_results(result.evaluations, result.metrics),
         )
         return {k: float(v) for k, v in result.metrics.items()}
     finally:
         store.close()
+
+
+def evaluation_results(evaluations: dict[str, str], metrics: dict[str, float]
+                       ) -> dict[str, tuple[str, dict[str, float]]]:
+    """task -> (evaluation key, its metrics) of a finished trial: its evaluations' rows."""
+    return {task: (key, {m: metrics[m] for m in DOWNSTREAM_METRICS.get(task, ()) if m in metrics})
+            for task, key in evaluations.items()}
 
 
 def warm_start_task(config: dict[str, Any], tracking_uri: str, data_dir: str) -> str:
@@ -323,7 +320,8 @@ def run_tune(store: Store, exp: ExperimentView, options: RunOptions, settings: S
 
 def supervise(exp_id: str, settings: Settings) -> int:
     """Run every runnable trial of the experiment, and for adaptive seeds every look after
-    (``service.job.looks``: the store says which look it is at); returns a process exit code."""
+    (``service.job.looks``: the store says which look it is at), then its runnable downstream
+    evaluations (``service.job.evaluate``); returns a process exit code."""
     import ray
 
     store = Store(settings.db_url, run_migrations=False)
@@ -352,6 +350,12 @@ def supervise(exp_id: str, settings: Settings) -> int:
         log.info("experiment %s: %d trials added for the next look", exp_id, added)
         plan = trial_plan(store, exp_id)
         round_ += 1
+    for _ in range(EVALUATION_ROUNDS):  # a request during a round adds to the next
+        if not store.evaluations.runnable(exp_id):
+            break
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True)
+        run_evaluations(store, store.get_experiment(exp_id), options, settings)
     exp = store.get_experiment(exp_id)
     if not any(t.state in ACTIVE_STATES for t in exp.trials):
         from service.job.finalize import finalize  # imports MLflow: only now

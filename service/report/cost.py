@@ -19,16 +19,23 @@ def _si(value: float | None, unit: str = "") -> str:
 def cost_table(a: Analysis) -> Table:
     """Per arm: what one trial cost to train, and its ratio to the baseline."""
     rows = []
+    finetune = any(c.finetune_samples for c in a.cost)
     for c in a.cost:
         ratio = "" if c.flops_ratio is None else f" (×{c.flops_ratio:.2f})"
         wall = "" if c.train_s_ratio is None else f" (×{c.train_s_ratio:.2f})"
-        rows.append([TCell(c.variant), TCell(str(c.n)), TCell(_si(c.samples)),
-                     TCell(_si(c.flops, "FLOP") + ratio),
-                     TCell("–" if c.train_s is None else f"{c.train_s:.1f} s{wall}")])
+        row = [TCell(c.variant), TCell(str(c.n)), TCell(_si(c.samples)),
+               TCell(_si(c.flops, "FLOP") + ratio),
+               TCell("–" if c.train_s is None else f"{c.train_s:.1f} s{wall}")]
+        rows.append(row + ([TCell(_si(c.finetune_samples))] if finetune else []))
     columns = [Column("variant", "l"), Column("trials"), Column("samples"),
                Column("training FLOPs"), Column("training time")]
+    notes = ["FLOPs: forward and backward of one optimizer step counted by PyTorch's "
+             "FlopCounterMode on the trial's first batch, times its steps; evaluation "
+             "excluded. Time: training steps' wall time on the trial's worker."]
+    if finetune:
+        columns.append(Column("fine-tune samples"))
+        notes.append("Fine-tune samples: the downstream tasks' fine-tunes of one trial "
+                     "(steps × batch per task evaluated; minimal pairs are zero-shot); their "
+                     "FLOPs and time are not in the pretraining columns.")
     return Table(caption="Cost per trial (mean over done trials; × baseline)", columns=columns,
-                 rows=rows, footnotes=[
-                     "FLOPs: forward and backward of one optimizer step counted by PyTorch's "
-                     "FlopCounterMode on the trial's first batch, times its steps; evaluation "
-                     "excluded. Time: training steps' wall time on the trial's worker."])
+                 rows=rows, footnotes=notes)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from service.analysis import Analysis
 from service.report import figures
 from service.report.cost import cost_table
+from service.report.downstream import downstream_table
 from service.report.figures import render_summary_png
 from service.report.sequential import sequential_caption, sequential_table
 from service.report.table import Table, TCell, build_factor_table, build_table
@@ -67,13 +68,16 @@ CSV_COLUMNS = [
     "reference", "test", "delta", "delta_ci_low", "delta_ci_high", "p", "p_corrected",
     "effect_size", "effect_size_kind", "verdict",
     "reference_prev", "delta_prev", "delta_prev_ci_low", "delta_prev_ci_high", "p_prev",
-    "p_prev_corrected", "verdict_prev",
+    "p_prev_corrected", "verdict_prev", "task", "p_family",
 ]  # fmt: skip
 
 
 def csv_rows(a: Analysis) -> list[dict]:
     """One tidy row per variant x metric (spec order)."""
     rows = []
+    task_of = {m: b.task for b in a.downstream.tasks for m in b.metrics} if a.downstream else {}
+    family = {(f.variant, f.metric): f.p_family for f in a.downstream.family} \
+        if a.downstream else {}
     for v in a.variants:
         for m in a.metrics:
             c = v.cells.get(m)
@@ -90,6 +94,7 @@ def csv_rows(a: Analysis) -> list[dict]:
             }
             row.update(_cmp_fields(v.vs_baseline.get(m), ""))
             row.update(_cmp_fields(v.vs_previous.get(m), "_prev"))
+            row.update(task=task_of.get(m), p_family=family.get((v.name, m)))
             rows.append(row)
     return rows
 
@@ -154,6 +159,10 @@ def to_markdown(a: Analysis) -> str:
     if factor is not None:
         lines += ["", f"#### {factor.caption}", "", *_md_table(factor), ""]
         lines += [f"- {n}" for n in factor.footnotes]
+    down = downstream_table(a)
+    if down is not None:
+        lines += ["", f"#### {down.caption}", "", *_md_table(down), ""]
+        lines += [f"- {_md_escape(n)}" for n in down.footnotes]
     if a.sequential is not None:
         lines += ["", f"#### {sequential_caption(a)}", "", *_md_table(sequential_table(a))]
     if a.cost:
@@ -225,6 +234,9 @@ def to_latex(a: Analysis) -> str:
     factor = build_factor_table(a)
     if factor is not None:
         lines += ["", *_tex_table(factor)]
+    down = downstream_table(a)
+    if down is not None:
+        lines += ["", *_tex_table(down)]
     return "\n".join(lines) + "\n"
 
 
@@ -308,6 +320,9 @@ def to_html(a: Analysis) -> str:
     factor = build_factor_table(a)
     if factor is not None:
         parts += ["<h2>Factor effects</h2>", *_html_table(factor, "factors")]
+    down = downstream_table(a)
+    if down is not None:
+        parts += ["<h2>Downstream tasks</h2>", *_html_table(down, "downstream")]
     if a.sequential is not None:
         parts += [f"<h2>{html.escape(sequential_caption(a))}</h2>",
                   *_html_table(sequential_table(a), "sequential")]

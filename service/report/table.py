@@ -130,7 +130,8 @@ def build_table(a: Analysis) -> Table:
     prim = a.primary_metric
     prev = a.design == "add_one_in"
     cols = [Column("Variant", "l"), Column("Seeds")]
-    cols += [Column(m, arrow=ARROW[a.directions[m]]) for m in a.metrics]
+    shown = main_metrics(a)
+    cols += [Column(m, arrow=ARROW[a.directions[m]]) for m in shown]
     cols += [
         Column(f"Δ {prim} vs {a.baseline}"),
         Column(f"p ({a.correction})"),
@@ -145,7 +146,7 @@ def build_table(a: Analysis) -> Table:
     rows: list[list[TCell]] = []
     for v in a.variants:
         row = [TCell(v.name, bold=False), seeds_cell(v.n_done, v.n_unfinished)]
-        for m in a.metrics:
+        for m in shown:
             row.append(metric_cell(v.cells.get(m), dec[m], v.name in a.best.get(m, []), v.n_done))
         if v.is_baseline:
             row += [TCell("(baseline)"), TCell(""), TCell("")]
@@ -167,6 +168,15 @@ def build_table(a: Analysis) -> Table:
     return Table(
         caption=f"Ablation: {a.experiment}", columns=cols, rows=rows, footnotes=footnotes(a, rows)
     )
+
+
+def main_metrics(a: Analysis) -> list[str]:
+    """The main table's metric columns: all but the downstream tasks' (their own table has a
+    block per task), the primary metric always."""
+    if a.downstream is None:
+        return list(a.metrics)
+    blocks = {m for b in a.downstream.tasks for m in b.metrics} | {a.downstream.meta_sum}
+    return [m for m in a.metrics if m == a.primary_metric or m not in blocks]
 
 
 def footnotes(a: Analysis, rows: list[list[TCell]]) -> list[str]:

@@ -1,4 +1,5 @@
-"""The SQLAlchemy 2 ORM tables: Experiment -> Variant -> Trial (the schema Alembic migrates to).
+"""The SQLAlchemy 2 ORM tables: Experiment -> Variant -> Trial -> Evaluation (the schema Alembic
+migrates to).
 
 The trial states and their sets live in ``service.states`` (no SQLAlchemy there, so the CLI and
 the job's driver read them cheaply); they are re-exported here with the tables that store them.
@@ -9,14 +10,24 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
-from service.states import ACTIVE_STATES, RESULT_STATES, TrialState
+from service.states import ACTIVE_STATES, RESULT_STATES, EvaluationState, TrialState
 
-__all__ = ["ACTIVE_STATES", "RESULT_STATES", "Base", "Experiment", "Trial", "TrialState",
-           "Variant", "now"]
+__all__ = ["ACTIVE_STATES", "RESULT_STATES", "Base", "Evaluation", "EvaluationState", "Experiment",
+           "Trial", "TrialState", "Variant", "now"]
 
 
 def now() -> datetime:
@@ -134,3 +145,32 @@ class Trial(Base):
         if "history" in sa_inspect(self).unloaded:
             return None
         return self.history or None
+
+
+class Evaluation(Base):
+    """One downstream evaluation of one trial: a task under its settings, keyed like the trial
+    (``trainer.downstream.keys.evaluation_key``). Its own row, so it has a state of its own, is
+    asked for after the trial finished and is never run twice (unique per trial, task, key)."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (UniqueConstraint("trial_id", "task", "evaluation_key",
+                                       name="ux_evaluations_trial_task_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    experiment_id: Mapped[str] = mapped_column(ForeignKey("experiments.id"), index=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
+    task: Mapped[str] = mapped_column(String(32))
+    evaluation_key: Mapped[str] = mapped_column(String(64))
+    state: Mapped[EvaluationState] = mapped_column(
+        Enum(EvaluationState, native_enum=False, length=16,
+             values_callable=lambda e: [m.value for m in e]),
+        default=EvaluationState.PENDING, index=True,
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """The task's metrics under the trial's names (``vqa_accuracy``, ...)."""
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=now, onupdate=now)

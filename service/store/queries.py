@@ -18,10 +18,11 @@ from sqlalchemy import CursorResult, Update, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker, undefer
 
-from service.states import ACTIVE_STATES, TrialState
+from service.states import ACTIVE_EVALUATION_STATES, ACTIVE_STATES, TrialState
 from service.store.engine import ONE_STATEMENT, READ_ONLY, make_engine, migrate
+from service.store.evaluations import Evaluations, record_results
 from service.store.inputs import NewTrial, NewVariant
-from service.store.models import Experiment, Trial, Variant, now
+from service.store.models import Evaluation, Experiment, Trial, Variant, now
 from service.store.revision import Revision, Revisions
 from service.store.seeds import add_trials, finished_by_key, trial_row
 from service.store.views import ExperimentView, TrialView
@@ -61,6 +62,8 @@ class Store:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._read_session = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}),
                                           expire_on_commit=False)
+        self.evaluations = Evaluations(self.session)
+        """Downstream evaluations (``service.store.evaluations``)."""
         self.revisions = Revisions(
             self.engine.execution_options(**{READ_ONLY: True, ONE_STATEMENT: True}))
 
@@ -177,14 +180,16 @@ class Store:
             return [ExperimentView.model_validate(e) for e in rows]
 
     def experiments_to_finalize(self) -> list[str]:
-        """Ids of experiments with no active trial left whose end step has not run (cancelled
-        experiments are ended by the cancel itself)."""
+        """Ids of experiments with no active trial or evaluation left whose end step has not
+        run (cancelled experiments are ended by the cancel itself)."""
         active = select(Trial.experiment_id).where(Trial.state.in_(ACTIVE_STATES))
+        evaluating = select(Evaluation.experiment_id).where(
+            Evaluation.state.in_(ACTIVE_EVALUATION_STATES))
         with self.session() as s:
             rows = s.scalars(
                 select(Experiment.id).where(
                     Experiment.finalized_at.is_(None), Experiment.cancelled_at.is_(None),
-                    Experiment.id.not_in(active),
+                    Experiment.id.not_in(active), Experiment.id.not_in(evaluating),
                 ).order_by(Experiment.created_at)
             )
             return list(rows)
@@ -207,7 +212,7 @@ class Store:
         with self.session() as s:
             return {
                 m.__tablename__: s.scalar(select(func.count()).select_from(m)) or 0
-                for m in (Experiment, Variant, Trial)
+                for m in (Experiment, Variant, Trial, Evaluation)
             }
 
     def set_mlflow(self, exp_id: str, experiment_id: str, parent_run_id: str | None) -> None:
@@ -299,9 +304,11 @@ class Store:
     def mark_finished(self, trial_id: int, *, metrics: dict[str, float], mlflow_run_id: str,
                       mlflow_experiment_id: str | None, steps: int,
                       history: dict[str, list[tuple[int, float]]] | None = None,
-                      fingerprints: dict[str, str] | None = None) -> bool:
+                      fingerprints: dict[str, str] | None = None,
+                      evaluations: dict[str, tuple[str, dict[str, float]]] | None = None) -> bool:
         """A trial's final result; ``history`` (its learning curves) feeds /compare's plots,
-        ``fingerprints`` its check that paired arms shared their randomness."""
+        ``fingerprints`` its check that paired arms shared their randomness, ``evaluations``
+        (task -> key, metrics) its downstream evaluations' rows, in the same transaction."""
         with self.session() as s:
             t = self._trial(s, trial_id)
             if t.state not in ACTIVE_STATES:
@@ -321,6 +328,7 @@ class Store:
             t.error = None
             t.worker_pid = None
             t.finished_at = now()
+            record_results(s, t, evaluations or {})
             return True
 
     def mark_retrying(self, trial_id: int, error: str, *, only_if_running: bool = False) -> bool:

@@ -5,8 +5,9 @@ each request instead of loading it: one small query, no JSON columns, no learnin
 holds the experiment's columns that change after its creation and, for each trial, its id,
 state, attempts, step and ``updated_at``. Every write of a trial goes through the ORM or a Core
 ``update()`` in ``queries``, and both stamp ``updated_at`` (``onupdate``); state, attempts and
-step are there too in case two writes share a timestamp. Variants and the experiment's other
-columns never change once inserted.
+step are there too in case two writes share a timestamp; each downstream evaluation's id, state
+and ``updated_at`` likewise. Variants and the experiment's other columns change only with an
+evaluation request (``store.evaluations``), which inserts evaluations or reopens the end step.
 
 The database joins the trials' fields into one string (``group_concat``/``string_agg``), so the
 answer is one row: a row per trial cost a GIL round trip each in the driver, which under eight
@@ -34,7 +35,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Engine, Text, bindparam, cast, func, select
 
-from service.store.models import Experiment, Trial
+from service.store.models import Evaluation, Experiment, Trial
 
 __all__ = ["Revision", "Revisions", "experiment_revision"]
 
@@ -54,12 +55,18 @@ for _column in (Trial.state, Trial.attempts, Trial.step, Trial.updated_at):
 _TRIALS = (select(_TRIAL.label("trial")).where(Trial.experiment_id == _EXP_ID)
            .order_by(Trial.id).subquery())
 
+_EVAL = _text(Evaluation.id) + _SEP + _text(Evaluation.state) + _SEP + _text(Evaluation.updated_at)
+_EVALS = (select(_EVAL.label("evaluation")).where(Evaluation.experiment_id == _EXP_ID)
+          .order_by(Evaluation.id).subquery())
+
 _REVISION = select(
     _text(Experiment.cancelled_at), _text(Experiment.finalized_at), Experiment.job_submission_id,
     Experiment.job_submissions, Experiment.mlflow_experiment_id, Experiment.mlflow_parent_run_id,
     select(func.aggregate_strings(_TRIALS.c.trial, ",")).scalar_subquery(),
+    select(func.aggregate_strings(_EVALS.c.evaluation, ",")).scalar_subquery(),
 ).where(Experiment.id == _EXP_ID)
-"""The experiment's mutable columns and its trials' fields joined (NULL when it has none)."""
+"""The experiment's mutable columns, its trials' fields and its evaluations' joined (NULL when
+it has none)."""
 
 
 def experiment_revision(conn: Connection, exp_id: str) -> Revision | None:

@@ -13,9 +13,15 @@ from typing import Any
 
 from pydantic import AliasPath, BaseModel, ConfigDict, Field
 
-from service.states import TrialState, experiment_status, mean_progress, trial_progress
+from service.states import (
+    EvaluationState,
+    TrialState,
+    experiment_status,
+    mean_progress,
+    trial_progress,
+)
 
-__all__ = ["ExperimentView", "TrialView", "VariantView"]
+__all__ = ["EvaluationView", "ExperimentView", "TrialView", "VariantView"]
 
 
 class TrialView(BaseModel):
@@ -55,6 +61,25 @@ class TrialView(BaseModel):
     @property
     def progress(self) -> float:
         return trial_progress(self.state, self.step, self.total_steps)
+
+
+class EvaluationView(BaseModel):
+    """One downstream evaluation (``Evaluation`` row)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    experiment_id: str
+    trial_id: int
+    task: str
+    evaluation_key: str
+    state: EvaluationState
+    attempts: int
+    metrics: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class VariantView(BaseModel):

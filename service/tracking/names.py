@@ -40,15 +40,18 @@ def _column(kind: str, key: str) -> str:
     return f"{kind}.`{key}`"
 
 
-def trials_view_state(primary_metric: str, factors: list[str]) -> dict[str, Any]:
+def trials_view_state(primary_metric: str, factors: list[str],
+                      downstream: list[str] | None = None) -> dict[str, Any]:
     """The runs-table view MLflow's UI loads from the experiment tag
     ``mlflow.sharedViewState.<SHARED_VIEW_KEY>``: the trials (not the parent run) grouped by
-    variant, each group showing the mean over seeds, with the primary metric, the variant, each
-    factor and the seed as columns. Other metrics stay one click away (Columns); fewer columns
-    keep the ones that answer the question on screen."""
+    variant, each group showing the mean over seeds, with the primary metric, each downstream
+    task's metrics (``downstream``), the variant, each factor and the seed as columns. Other
+    metrics stay one click away (Columns); fewer columns keep the ones that answer the question
+    on screen."""
     return {
         "selectedColumns": [
             _column("metrics", primary_metric),
+            *(_column("metrics", m) for m in downstream or [] if m != primary_metric),
             _column("tags", VARIANT_TAG),
             *(_column("tags", f"{FACTOR_TAG_PREFIX}{f}") for f in factors),
             _column("tags", SEED_TAG),

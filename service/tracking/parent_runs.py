@@ -28,6 +28,7 @@ from service.tracking.names import (
     mlflow_experiment_name,
     trials_view_state,
 )
+from trainer.metric_names import DOWNSTREAM_METRICS
 from trainer.tracking import ensure_experiment
 
 SHARED_VIEW_TAG = f"mlflow.sharedViewState.{SHARED_VIEW_KEY}"
@@ -48,13 +49,15 @@ class ParentRuns:
         The MLflow experiment opens in MLflow's model-training view, its trials grouped by
         variant with the factors, the seed and the metrics as columns (``trials_view_state``).
         """
-        if exp.mlflow_experiment_id:
+        view = trials_view_state(exp.primary_metric, _factors(exp), _downstream(exp))
+        if exp.mlflow_experiment_id:  # tasks evaluated later get their columns too
+            self.client.set_experiment_tag(exp.mlflow_experiment_id, SHARED_VIEW_TAG,
+                                           json.dumps(view))
             if exp.mlflow_parent_run_id:  # a retry re-opens a parent ended by an earlier job
                 run = self.client.get_run(exp.mlflow_parent_run_id)
                 if run.info.status != "RUNNING":
                     self.client.update_run(exp.mlflow_parent_run_id, status="RUNNING")
             return exp.mlflow_experiment_id, exp.mlflow_parent_run_id
-        view = trials_view_state(exp.primary_metric, _factors(exp))
         eid = ensure_experiment(
             self.client, mlflow_experiment_name(exp),
             tags={EXPERIMENT_TAG: exp.id, SHARED_VIEW_TAG: json.dumps(view)},
@@ -127,3 +130,10 @@ class ParentRuns:
 def _factors(exp: ExperimentView) -> list[str]:
     """The factor names, in the order the variants list them."""
     return list(dict.fromkeys(f for v in exp.variants for f in v.levels))
+
+
+def _downstream(exp: ExperimentView) -> list[str]:
+    """Every metric of the downstream tasks a variant enables (the view's extra columns)."""
+    enabled = {t for v in exp.variants
+               for t in ((v.config.get("eval") or {}).get("downstream") or {}).get("tasks", [])}
+    return [m for task, names in DOWNSTREAM_METRICS.items() if task in enabled for m in names]

@@ -23,6 +23,7 @@ ROUTES = {  # path -> the methods it answers
     "/experiments/x/retry": "POST, OPTIONS",
     "/experiments/x/compare": "GET, OPTIONS",
     "/experiments/x/report": "GET, OPTIONS",
+    "/experiments/x/evaluate": "POST, OPTIONS",
     "/docs": "GET, HEAD, OPTIONS",
     "/openapi.json": "GET, HEAD, OPTIONS",
 }

@@ -51,7 +51,8 @@ def test_a_repeated_post_returns_the_first_experiment_and_creates_nothing(client
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     assert again.json()["id"] == exp_id and again.json()["submit_error"] is None
     assert again.json()["variants"] == first.json()["variants"]
-    assert client.store.counts() == after_first == {"experiments": 1, "variants": 2, "trials": 4}
+    assert client.store.counts() == after_first == {"experiments": 1, "variants": 2, "trials": 4,
+                                                         "evaluations": 0}
     stored = client.store.get_experiment(exp_id)
     assert stored.idempotency_key == KEY["Idempotency-Key"]
     assert stored.job_submissions == 0 and stored.job_submission_id is None
@@ -122,7 +123,7 @@ def test_the_unique_key_refuses_a_second_insert_and_null_repeats(db_url):
         first = _create(store, "k1")
         with pytest.raises(KeyTaken):
             _create(store, "k1")
-        assert store.counts() == {"experiments": 1, "variants": 1, "trials": 1}
+        assert store.counts() == {"experiments": 1, "variants": 1, "trials": 1, "evaluations": 0}
         _create(store, None), _create(store, None)
         assert store.counts()["experiments"] == 3
         found = store.experiment_by_key("k1")
@@ -142,7 +143,7 @@ def test_the_migration_keeps_every_stored_experiment(db_url):
     try:
         kept = store.get_experiment(exp.id)
         assert kept.idempotency_key is None and len(kept.trials) == 1
-        assert store.counts() == {"experiments": 1, "variants": 1, "trials": 1}
+        assert store.counts() == {"experiments": 1, "variants": 1, "trials": 1, "evaluations": 0}
     finally:
         store.close()
 

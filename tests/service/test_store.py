@@ -167,7 +167,7 @@ def test_migrations_are_idempotent_and_state_survives(db_url):
     s1.close()
     s2 = Store(url)  # upgrade to head again: a no-op
     assert s2.get_experiment(exp.id).name == "e"
-    assert s2.counts() == {"experiments": 1, "variants": 1, "trials": 2}
+    assert s2.counts() == {"experiments": 1, "variants": 1, "trials": 2, "evaluations": 0}
     s2.close()
 
 
@@ -202,6 +202,8 @@ def _changes(url: str) -> set[tuple[str, ...]]:
                 out.add((op[0], op[2], op[3].name))
             elif op[0] == "modify_type":
                 out.add((op[0], op[2], op[3]))
+            elif op[0] == "add_table":
+                out.add((op[0], op[1].name))
             elif op[0] == "add_index":
                 out.add((op[0], op[1].table.name, op[1].name))
             else:
@@ -221,8 +223,13 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     s.close()
     cfg = alembic_config(db_url)
     # Step down one revision at a time; the comparison with the models sees what each undid.
+    command.downgrade(cfg, "0008")
+    evaluations = {("add_table", "evaluations"), *(
+        ("add_index", "evaluations", f"ix_evaluations_{c}")
+        for c in ("experiment_id", "trial_id", "state"))}
+    assert _changes(db_url) == evaluations
     command.downgrade(cfg, "0007")
-    ray_node = {("add_column", "trials", "worker_ray_node")}
+    ray_node = evaluations | {("add_column", "trials", "worker_ray_node")}
     assert _changes(db_url) == ray_node
     command.downgrade(cfg, "0006")
     fingerprints = ray_node | {("add_column", "trials", "fingerprints")}
@@ -258,7 +265,7 @@ def test_downgrade_to_base_and_upgrade_again(db_url):
     migrate(db_url)
     assert _schema_diff(db_url) == []
     s = Store(db_url)
-    assert s.counts() == {"experiments": 0, "variants": 0, "trials": 0}
+    assert s.counts() == {"experiments": 0, "variants": 0, "trials": 0, "evaluations": 0}
     assert make(s).status == "pending"
     s.close()
 

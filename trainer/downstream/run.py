@@ -5,49 +5,26 @@ later runs alone against the trial's kept trunk (its final checkpoint).
 The fine-tuned tasks (``vqa``, ``nlvr``, ``ve``, ``grounding``) each copy the trunk, put
 their head on it and fine-tune (``finetune``); ``retrieval_ft`` fine-tunes the whole model
 with ITC + ITM as ALBEF's retrieval fine-tune (``retrieval_ft``); ``minimal_pairs`` is
-zero-shot. A task's
-metrics reach the trial as ``<task>_<metric>`` (``vqa_accuracy``, ``nlvr_consistency``,
+zero-shot. A task's metrics reach the trial as ``<task>_<metric>`` (``vqa_accuracy``, ``nlvr_consistency``,
 ``minimal_pairs_group``, ...): final metrics like retrieval's, so they can be a spec's primary
 metric and ``/compare`` reads them like any other.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from trainer.config import TrainConfig
-from trainer.config.downstream import FINETUNED_TASKS
 from trainer.data.cache import default_dir
 from trainer.downstream.adapters import BUILDERS, Reader
 from trainer.downstream.finetune import FinetuneBudget, finetune
+from trainer.downstream.keys import EVALUATION_VERSION, evaluation_key, task_settings
 from trainer.downstream.minimal_pairs import score_minimal_pairs
 from trainer.loop import Trainer
 
-EVALUATION_VERSION = 1
-"""Bump when what an evaluation computes changes without a change of its settings."""
-
-
-def task_settings(cfg: TrainConfig, task: str) -> dict[str, Any]:
-    """What decides a task's numbers besides the trunk: its data (at the trunk's image size;
-    the cache directory left out) and its fine-tuning budget. ``{}`` for minimal pairs, which
-    reads the trial's own test split."""
-    if task == "retrieval_ft":
-        return cfg.eval.downstream.retrieval_ft.model_dump(mode="json")
-    if task not in FINETUNED_TASKS:
-        return {}
-    settings = cfg.eval.downstream.task(task).model_dump(mode="json")
-    settings["data"].pop("root", None)
-    settings["data"]["image_size"] = cfg.data.image_size
-    return settings
-
-
-def evaluation_key(trial_key: str, task: str, cfg: TrainConfig) -> str:
-    payload = json.dumps({"trial": trial_key, "task": task, "version": EVALUATION_VERSION,
-                          "settings": task_settings(cfg, task)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+__all__ = ["EVALUATION_VERSION", "Evaluation", "evaluate_task", "evaluation_key",
+           "pretrained_trainer", "task_settings"]
 
 
 @dataclass
