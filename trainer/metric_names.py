@@ -31,6 +31,15 @@ DOWNSTREAM_METRICS: dict[str, tuple[str, ...]] = {
 fractions in [0, 1] (fine-tuned retrieval's R@K too, unlike zero-shot retrieval's percent), so
 a sum over tasks (UNITER's Meta-Sum) weighs every task alike."""
 
+DOWNSTREAM_PRIMARY: dict[str, str] = {
+    "vqa": "vqa_accuracy", "nlvr": "nlvr_accuracy", "ve": "ve_accuracy",
+    "grounding": "grounding_accuracy", "retrieval_ft": "retrieval_ft_mean_recall",
+    "minimal_pairs": "minimal_pairs_group",
+}
+"""The metric each task is judged by: what the papers' tables lead with (Winoground's group
+score for the minimal pairs, the strictest of the three; mean recall for fine-tuned retrieval,
+as the zero-shot comparison)."""
+
 
 def is_trial_metric(name: str) -> bool:
     """A final metric of a trial: a retrieval metric, the last value of a loss term

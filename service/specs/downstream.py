@@ -12,14 +12,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from trainer.config.downstream import DOWNSTREAM_TASKS, FINETUNED_TASKS
-from trainer.metric_names import DOWNSTREAM_METRICS
+from trainer.metric_names import DOWNSTREAM_METRICS, DOWNSTREAM_PRIMARY
 
-TASK_PRIMARY: dict[str, str] = {
-    "vqa": "vqa_accuracy", "nlvr": "nlvr_accuracy", "ve": "ve_accuracy",
-    "grounding": "grounding_accuracy", "minimal_pairs": "minimal_pairs_group",
-}
-"""The metric each task is judged by: what the papers' tables lead with (Winoground's group
-score for the minimal pairs, the strictest of the three)."""
+TASK_PRIMARY = DOWNSTREAM_PRIMARY
+"""The metric each task is judged by (``trainer.metric_names``)."""
 
 __all__ = ["DOWNSTREAM_METRICS", "DOWNSTREAM_TASKS", "TASK_PRIMARY", "config_tasks",
            "finetune_samples", "task_of", "tasks_metrics"]
@@ -45,7 +41,7 @@ def tasks_metrics(tasks: Iterable[str]) -> list[str]:
 def finetune_samples(config: dict[str, Any], task: str) -> int:
     """Samples one trial's fine-tune of ``task`` draws under a stored config (0: zero-shot,
     or a config stored before the task had settings)."""
-    if task not in FINETUNED_TASKS:
+    if task not in (*FINETUNED_TASKS, "retrieval_ft"):
         return 0
     ft = (((config.get("eval") or {}).get("downstream") or {}).get(task) or {}).get("finetune")
     if not ft:
