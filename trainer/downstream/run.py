@@ -5,9 +5,9 @@ later runs alone against the trial's kept trunk (its final checkpoint).
 The fine-tuned tasks (``vqa``, ``nlvr``, ``ve``, ``grounding``) each copy the trunk, put
 their head on it and fine-tune (``finetune``); ``retrieval_ft`` fine-tunes the whole model
 with ITC + ITM as ALBEF's retrieval fine-tune (``retrieval_ft``); ``minimal_pairs`` is
-zero-shot. A task's metrics reach the trial as ``<task>_<metric>`` (``vqa_accuracy``, ``nlvr_consistency``,
-``minimal_pairs_group``, ...): final metrics like retrieval's, so they can be a spec's primary
-metric and ``/compare`` reads them like any other.
+zero-shot. A task's metrics reach the trial as ``<task>_<metric>`` (``vqa_accuracy``,
+``nlvr_consistency``, ``minimal_pairs_group``, ...): final metrics like retrieval's, so they
+can be a spec's primary metric and ``/compare`` reads them like any other.
 """
 
 from __future__ import annotations
