@@ -57,6 +57,11 @@ class VETask(Section):
 class GroundingTask(Section):
     data: GroundingSettings = Field(default_factory=GroundingSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
+    proposals: Literal["fused_image", "image"] = Field(
+        default="image",
+        description="what a proposal pools over its box: the image encoder's own patch states "
+        "(what ITC and the fusion read; bench/results/downstream.md) or the image-side fused "
+        "states (image tokens attending to the expression, a path ALBEF's recipe never trains)")
 
 
 class RetrievalFTTask(Section):

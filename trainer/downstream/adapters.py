@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from trainer.model.interface import VisionLanguageModel
 from trainer.model.pooling import Pooling, pool_tokens
 
 Tokenize = Callable[[list[str]], tuple[Tensor, Tensor]]
+ProposalStates = Literal["fused_image", "image"]
 
 
 @dataclass(frozen=True)
@@ -202,13 +203,15 @@ class PairTask:
 
 class GroundingTask:
     """Referring expressions over given proposals: each proposal is the box-weighted mean of
-    the image-side fused states (``fuse_image``), scored against the expression's readout;
-    the chosen proposal's box is a hit at IoU >= 0.5 with the referred object's."""
+    the image encoder's patch states (or, ``proposals="fused_image"``, of the image-side fused
+    states, ``fuse_image``), scored against the expression's fused readout; the chosen
+    proposal's box is a hit at IoU >= 0.5 with the referred object's."""
 
     name, primary = "grounding", "accuracy"
 
-    def __init__(self, splits: dict[str, Any], reader: Reader) -> None:
-        self.splits, self.reader = splits, reader
+    def __init__(self, splits: dict[str, Any], reader: Reader,
+                 proposals: ProposalStates = "image") -> None:
+        self.splits, self.reader, self.proposals = splits, reader, proposals
         self.texts = {s: Texts.of(reader, [i.text for i in sp.items])
                       for s, sp in splits.items()}
         self.boxes: dict[str, Tensor] = {}
@@ -239,10 +242,13 @@ class GroundingTask:
         image_embeds = trunk.encode_image(images)
         text_embeds = trunk.encode_text(ids, mask)
         fused_text = trunk.fuse(text_embeds, mask, image_embeds)
-        fused_image = trunk.fuse_image(text_embeds, mask, image_embeds)[:, 1:]  # patches
+        if self.proposals == "fused_image":  # image tokens attending to the expression
+            patches = trunk.fuse_image(text_embeds, mask, image_embeds)[:, 1:]
+        else:  # the image encoder's own patch states, what ITC and the fusion read
+            patches = trunk.image_states(image_embeds)[:, 1:]
         weights = patch_box_weights(self.boxes[split][idx].to(dev), images.shape[-1],
-                                    self.reader.patch_size).to(fused_image.dtype)
-        proposals = weights @ fused_image  # [B,K,P] @ [B,P,D]
+                                    self.reader.patch_size).to(patches.dtype)
+        proposals = weights @ patches  # [B,K,P] @ [B,P,D]
         return head(pool_tokens(fused_text, self.reader.readout, mask), proposals,
                     self.valid[split][idx].to(dev))
 

@@ -13,9 +13,9 @@ component that makes the fusion better shows up in the head's accuracy:
   fusion layers, which needs an extra pretraining stage; the two-pass design reads the same
   fusion encoder every architecture here has, with no new layers inside it);
 - ``ProposalHead``: grounding over given proposals (the objects' boxes), as UNITER scores its
-  region tokens: each proposal is the mean of the image-side fused states of the patches its
-  box covers (``fuse_image``: image tokens attending to the expression), scored by
-  Linear(d, d) -> GELU -> Linear(d, 1) against the expression's fused readout.
+  region tokens: each proposal is the mean of the patch states its box covers (the image
+  encoder's, or the image-side fused ones), scored by Linear(d, d) -> GELU -> Linear(d, 1)
+  against the expression's fused readout.
 
 "The fused readout" is ``model.text.fusion_readout``: the fused [CLS] (ALBEF) or the mean of
 the caption's fused states, the same readout ITM uses.

@@ -17,7 +17,7 @@ from typing import Any
 
 from trainer.config import TrainConfig
 from trainer.data.cache import default_dir
-from trainer.downstream.adapters import BUILDERS, Reader
+from trainer.downstream.adapters import BUILDERS, GroundingTask, Reader
 from trainer.downstream.finetune import FinetuneBudget, finetune
 from trainer.downstream.keys import EVALUATION_VERSION, evaluation_key, task_settings
 from trainer.downstream.minimal_pairs import score_minimal_pairs
@@ -93,8 +93,9 @@ def evaluate_task(trainer: Trainer, task: str, *, trial_key: str) -> Evaluation:
     budget = FinetuneBudget(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr,
                             weight_decay=ft.weight_decay, warmup_fraction=ft.warmup_fraction,
                             eval_every=ft.eval_every)
-    out = finetune(trainer.pretrainer.model, BUILDERS[task](splits, reader), budget, seed,
-                   device=trainer.device)
+    bound = (GroundingTask(splits, reader, cfg.eval.downstream.grounding.proposals)
+             if task == "grounding" else BUILDERS[task](splits, reader))
+    out = finetune(trainer.pretrainer.model, bound, budget, seed, device=trainer.device)
     compared, details = _split_metrics(out.test)
     return Evaluation(task, key, compared, f"finetune:{task}", _split_metrics(out.val)[0],
                       out.best_step, out.history, out.fingerprint, details)
