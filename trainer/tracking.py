@@ -105,12 +105,7 @@ class TrialRun:
         if run is None or run.info.status != "FINISHED":
             return None
         self.run_id = run.info.run_id
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                path = self.client.download_artifacts(self.run_id, FINAL_METRICS_ARTIFACT, tmp)
-            except (MlflowException, OSError):
-                return None
-            return json.loads(Path(path).read_text())
+        return self.read_json(FINAL_METRICS_ARTIFACT)
 
     def open(self, params: dict[str, Any]) -> str:
         """Resume this trial's run if one exists (setting it RUNNING again), else create it. Either

@@ -80,7 +80,40 @@ def _chunks(n: int, size: int) -> list[Tensor]:
     return [torch.arange(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-class ClassifierTask:
+class SplitTask:
+    """What every task shares: its splits' tokenised texts, per-split targets (one class index
+    per item), cross-entropy on the training split, and argmax predictions over a split in
+    evaluation batches. Subclasses give ``logits`` and ``evaluate``."""
+
+    name: str
+    primary = "accuracy"
+
+    def __init__(self, splits: dict[str, Any], reader: Reader, text: Callable[[Any], str],
+                 target: Callable[[Any], int]) -> None:
+        self.splits, self.reader = splits, reader
+        self.texts = {s: Texts.of(reader, [text(i) for i in sp.items]) for s, sp in splits.items()}
+        self.targets = {s: torch.tensor([target(i) for i in sp.items])
+                        for s, sp in splits.items()}
+
+    def train_size(self) -> int:
+        return len(self.splits["train"])
+
+    def logits(self, trunk: VisionLanguageModel, head: nn.Module, split: str, idx: Tensor
+               ) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, trunk: VisionLanguageModel, head: nn.Module, idx: Tensor) -> Tensor:
+        logits = self.logits(trunk, head, "train", idx)
+        return F.cross_entropy(logits.float(), self.targets["train"][idx].to(logits.device))
+
+    def predict(self, trunk: VisionLanguageModel, head: nn.Module, split: str) -> list[int]:
+        out: list[int] = []
+        for idx in _chunks(len(self.splits[split].items), self.reader.eval_batch):
+            out.extend(self.logits(trunk, head, split, idx).argmax(-1).cpu().tolist())
+        return out
+
+
+class ClassifierTask(SplitTask):
     """A task whose answer is one class of a fixed list, read from one (image, text) readout:
     VQA (classes = the answer list) and visual entailment (the three labels)."""
 
@@ -88,23 +121,16 @@ class ClassifierTask:
                  classes: Sequence[str], text: Callable[[Any], str],
                  label: Callable[[Any], str], head: Callable[[int, int], nn.Module],
                  metric: Callable[[list[str], list[Any]], dict[str, float]]) -> None:
-        self.name, self.primary = name, "accuracy"
-        self.reader, self.classes = reader, list(classes)
+        self.name, self.classes = name, list(classes)
         self._head, self._metric = head, metric
         index = {c: k for k, c in enumerate(self.classes)}
-        self.splits = splits
-        self.texts = {s: Texts.of(reader, [text(i) for i in sp.items]) for s, sp in splits.items()}
+        super().__init__(splits, reader, text, lambda i: index.get(label(i), -1))
         self.images = {s: torch.tensor([i.image for i in sp.items]) for s, sp in splits.items()}
-        self.labels = {s: torch.tensor([index.get(label(i), -1) for i in sp.items])
-                       for s, sp in splits.items()}
-        if bool((self.labels["train"] < 0).any()):
+        if bool((self.targets["train"] < 0).any()):
             raise ValueError(f"{name}: a training label is outside the class list")
 
     def head(self, trunk: VisionLanguageModel) -> nn.Module:
         return self._head(trunk.text_dim, len(self.classes))
-
-    def train_size(self) -> int:
-        return len(self.splits["train"])
 
     def logits(self, trunk: VisionLanguageModel, head: nn.Module, split: str, idx: Tensor
                ) -> Tensor:
@@ -113,18 +139,10 @@ class ClassifierTask:
         images = images_of(self.splits[split].images, self.images[split][idx], dev)
         return head(readout(trunk, self.reader, images, ids, mask))
 
-    def loss(self, trunk: VisionLanguageModel, head: nn.Module, idx: Tensor) -> Tensor:
-        logits = self.logits(trunk, head, "train", idx)
-        return F.cross_entropy(logits.float(), self.labels["train"][idx].to(logits.device))
-
     def evaluate(self, trunk: VisionLanguageModel, head: nn.Module, split: str
                  ) -> dict[str, float]:
-        items = self.splits[split].items
-        predicted: list[str] = []
-        for idx in _chunks(len(items), self.reader.eval_batch):
-            top = self.logits(trunk, head, split, idx).argmax(-1).cpu().tolist()
-            predicted.extend(self.classes[k] for k in top)
-        out = self._metric(predicted, list(items))
+        predicted = [self.classes[k] for k in self.predict(trunk, head, split)]
+        out = self._metric(predicted, list(self.splits[split].items))
         out["truncated"] = self.texts[split].truncated
         return out
 
@@ -152,26 +170,19 @@ def ve_task(splits: dict[str, Any], reader: Reader) -> ClassifierTask:
                           head=EntailmentHead, metric=metric)
 
 
-class PairTask:
+class PairTask(SplitTask):
     """NLVR: one statement, two images; the statement is fused with each image separately
     and the two readouts are joined (``PairHead``)."""
 
-    name, primary = "nlvr", "accuracy"
+    name = "nlvr"
 
     def __init__(self, splits: dict[str, Any], reader: Reader) -> None:
-        self.splits, self.reader = splits, reader
-        self.texts = {s: Texts.of(reader, [i.sentence for i in sp.items])
-                      for s, sp in splits.items()}
+        super().__init__(splits, reader, lambda i: i.sentence, lambda i: int(i.label))
         self.pairs = {s: torch.tensor([list(i.images) for i in sp.items])
                       for s, sp in splits.items()}
-        self.labels = {s: torch.tensor([int(i.label) for i in sp.items])
-                       for s, sp in splits.items()}
 
     def head(self, trunk: VisionLanguageModel) -> nn.Module:
         return PairHead(trunk.text_dim)
-
-    def train_size(self) -> int:
-        return len(self.splits["train"])
 
     def logits(self, trunk: VisionLanguageModel, head: nn.Module, split: str, idx: Tensor
                ) -> Tensor:
@@ -183,17 +194,10 @@ class PairTask:
         left, right = states.chunk(2)
         return head(left, right)
 
-    def loss(self, trunk: VisionLanguageModel, head: nn.Module, idx: Tensor) -> Tensor:
-        logits = self.logits(trunk, head, "train", idx)
-        return F.cross_entropy(logits.float(), self.labels["train"][idx].to(logits.device))
-
     def evaluate(self, trunk: VisionLanguageModel, head: nn.Module, split: str
                  ) -> dict[str, float]:
         items = self.splits[split].items
-        predicted: list[bool] = []
-        for idx in _chunks(len(items), self.reader.eval_batch):
-            predicted.extend(bool(k) for k in
-                             self.logits(trunk, head, split, idx).argmax(-1).cpu().tolist())
+        predicted = [bool(k) for k in self.predict(trunk, head, split)]
         labels = [i.label for i in items]
         return {"accuracy": M.nlvr2_accuracy(predicted, labels),
                 "consistency": M.nlvr2_consistency(predicted, labels,
@@ -201,19 +205,18 @@ class PairTask:
                 "truncated": self.texts[split].truncated}
 
 
-class GroundingTask:
+class GroundingTask(SplitTask):
     """Referring expressions over given proposals: each proposal is the box-weighted mean of
     the image encoder's patch states (or, ``proposals="fused_image"``, of the image-side fused
     states, ``fuse_image``), scored against the expression's fused readout; the chosen
     proposal's box is a hit at IoU >= 0.5 with the referred object's."""
 
-    name, primary = "grounding", "accuracy"
+    name = "grounding"
 
     def __init__(self, splits: dict[str, Any], reader: Reader,
                  proposals: ProposalStates = "image") -> None:
-        self.splits, self.reader, self.proposals = splits, reader, proposals
-        self.texts = {s: Texts.of(reader, [i.text for i in sp.items])
-                      for s, sp in splits.items()}
+        super().__init__(splits, reader, lambda i: i.text, lambda i: i.target)
+        self.proposals = proposals
         self.boxes: dict[str, Tensor] = {}
         self.valid: dict[str, Tensor] = {}
         for s, sp in splits.items():
@@ -225,14 +228,9 @@ class GroundingTask:
                 valid[row, :len(item.proposals)] = True
             self.boxes[s], self.valid[s] = boxes, valid
         self.images = {s: torch.tensor([i.image for i in sp.items]) for s, sp in splits.items()}
-        self.targets = {s: torch.tensor([i.target for i in sp.items])
-                        for s, sp in splits.items()}
 
     def head(self, trunk: VisionLanguageModel) -> nn.Module:
         return ProposalHead(trunk.text_dim)
-
-    def train_size(self) -> int:
-        return len(self.splits["train"])
 
     def logits(self, trunk: VisionLanguageModel, head: nn.Module, split: str, idx: Tensor
                ) -> Tensor:
@@ -252,16 +250,10 @@ class GroundingTask:
         return head(pool_tokens(fused_text, self.reader.readout, mask), proposals,
                     self.valid[split][idx].to(dev))
 
-    def loss(self, trunk: VisionLanguageModel, head: nn.Module, idx: Tensor) -> Tensor:
-        logits = self.logits(trunk, head, "train", idx)
-        return F.cross_entropy(logits.float(), self.targets["train"][idx].to(logits.device))
-
     def evaluate(self, trunk: VisionLanguageModel, head: nn.Module, split: str
                  ) -> dict[str, float]:
         items = self.splits[split].items
-        chosen: list[int] = []
-        for idx in _chunks(len(items), self.reader.eval_batch):
-            chosen.extend(self.logits(trunk, head, split, idx).argmax(-1).cpu().tolist())
+        chosen = self.predict(trunk, head, split)
         predicted = [_xywh(item.proposals[k]) for item, k in zip(items, chosen, strict=True)]
         return {"accuracy": M.grounding_accuracy(predicted, [i.box for i in items]),
                 "truncated": self.texts[split].truncated}
