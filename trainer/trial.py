@@ -10,6 +10,12 @@ from pathlib import Path
 
 from trainer import keys
 from trainer.config import TrainConfig
+from trainer.downstream.run import (
+    Evaluation,
+    evaluate_task,
+    evaluation_key,
+    pretrained_trainer,
+)
 from trainer.loop import Progress, Trainer, TrialDiverged
 from trainer.tracking import TrialRun, git_commit
 
@@ -117,8 +123,6 @@ def downstream(config: TrainConfig, seed: int, key: str, run: TrialRun, step: in
     data order, equal across arms at one seed), which the pairing check then covers."""
     if not config.eval.downstream.tasks:
         return {}, {}, {}
-    from trainer.downstream.run import Evaluation, evaluate_task, evaluation_key
-
     metrics: dict[str, float] = {}
     keys: dict[str, str] = {}
     prints: dict[str, str] = {}
@@ -142,9 +146,3 @@ def downstream(config: TrainConfig, seed: int, key: str, run: TrialRun, step: in
         if evaluation.fingerprint:
             prints[f"finetune.{task}"] = evaluation.fingerprint
     return metrics, keys, prints
-
-
-def pretrained_trainer(config: TrainConfig, seed: int, checkpoint_dir: str) -> Trainer:
-    from trainer.downstream.run import pretrained_trainer as load
-
-    return load(config, seed, checkpoint_dir)

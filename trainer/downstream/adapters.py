@@ -27,6 +27,7 @@ from trainer.downstream.heads import (
     ProposalHead,
     patch_box_weights,
 )
+from trainer.downstream.tasks.types import xywh
 from trainer.model.interface import VisionLanguageModel
 from trainer.model.pooling import Pooling, pool_tokens
 
@@ -254,14 +255,9 @@ class GroundingTask(SplitTask):
                  ) -> dict[str, float]:
         items = self.splits[split].items
         chosen = self.predict(trunk, head, split)
-        predicted = [_xywh(item.proposals[k]) for item, k in zip(items, chosen, strict=True)]
+        predicted = [xywh(item.proposals[k]) for item, k in zip(items, chosen, strict=True)]
         return {"accuracy": M.grounding_accuracy(predicted, [i.box for i in items]),
                 "truncated": self.texts[split].truncated}
-
-
-def _xywh(box: Sequence[float]) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = box
-    return (x1, y1, x2 - x1, y2 - y1)
 
 
 BUILDERS: dict[str, Callable[[dict[str, Any], Reader], Any]] = {

@@ -21,20 +21,9 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from trainer.config.downstream import FinetuneSettings
 from trainer.model.interface import VisionLanguageModel
 from trainer.streams import derive_seed
-
-
-@dataclass(frozen=True)
-class FinetuneBudget:
-    """What one task's fine-tune may spend (``eval.downstream.<task>``'s settings)."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.02
-    warmup_fraction: float = 0.1
-    eval_every: int = 50
 
 
 class Task(Protocol):
@@ -66,7 +55,7 @@ class FinetuneResult:
     fine-tune from the same draws."""
 
 
-def lr_at(step: int, budget: FinetuneBudget) -> float:
+def lr_at(step: int, budget: FinetuneSettings) -> float:
     """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to zero."""
     warm = max(1, round(budget.warmup_fraction * budget.steps))
     if step < warm:
@@ -106,7 +95,7 @@ def _fingerprint(head: nn.Module, first: list[Tensor]) -> str:
 def finetune(
     trunk: VisionLanguageModel,
     task: Task,
-    budget: FinetuneBudget,
+    budget: FinetuneSettings,
     seed: int,
     *,
     device: torch.device | None = None,

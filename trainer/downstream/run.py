@@ -18,7 +18,7 @@ from typing import Any
 from trainer.config import TrainConfig
 from trainer.data.cache import default_dir
 from trainer.downstream.adapters import BUILDERS, GroundingTask, Reader
-from trainer.downstream.finetune import FinetuneBudget, finetune
+from trainer.downstream.finetune import finetune
 from trainer.downstream.keys import EVALUATION_VERSION, evaluation_key, task_settings
 from trainer.downstream.minimal_pairs import score_minimal_pairs
 from trainer.loop import Trainer
@@ -89,13 +89,10 @@ def evaluate_task(trainer: Trainer, task: str, *, trial_key: str) -> Evaluation:
     reader = Reader(trainer.bench.tokenize, cfg.model.text.fusion_readout,
                     cfg.model.vision.patch_size, trainer.device,
                     eval_batch=cfg.eval.batch_size)
-    ft = settings.finetune
-    budget = FinetuneBudget(steps=ft.steps, batch_size=ft.batch_size, lr=ft.lr,
-                            weight_decay=ft.weight_decay, warmup_fraction=ft.warmup_fraction,
-                            eval_every=ft.eval_every)
     bound = (GroundingTask(splits, reader, cfg.eval.downstream.grounding.proposals)
              if task == "grounding" else BUILDERS[task](splits, reader))
-    out = finetune(trainer.pretrainer.model, bound, budget, seed, device=trainer.device)
+    out = finetune(trainer.pretrainer.model, bound, settings.finetune, seed,
+                   device=trainer.device)
     compared, details = _split_metrics(out.test)
     return Evaluation(task, key, compared, f"finetune:{task}", _split_metrics(out.val)[0],
                       out.best_step, out.history, out.fingerprint, details)

@@ -12,7 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from trainer.config import TrainConfig, build_config
-from trainer.downstream.finetune import FinetuneBudget, batches, lr_at
+from trainer.config.downstream import FinetuneSettings
+from trainer.downstream.finetune import batches, lr_at
 from trainer.downstream.retrieval_ft import finetune_config
 from trainer.downstream.run import evaluate_task, evaluation_key
 from trainer.loop import Trainer
@@ -41,7 +42,7 @@ def small(tmp: Path, **dotted: object) -> TrainConfig:
 
 
 def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine() -> None:
-    b = FinetuneBudget(steps=100, batch_size=1, lr=1.0, warmup_fraction=0.1)
+    b = FinetuneSettings(steps=100, batch_size=1, lr=1.0, warmup_fraction=0.1)
     assert [lr_at(s, b) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
     # after warmup: 0.5 (1 + cos(pi t)), t the share of the remaining 90 steps done
     for step in (10, 40, 55, 99):
