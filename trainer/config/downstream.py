@@ -57,11 +57,13 @@ class VETask(Section):
 class GroundingTask(Section):
     data: GroundingSettings = Field(default_factory=GroundingSettings)
     finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
-    proposals: Literal["fused_image", "image"] = Field(
+    proposals: Literal["fused_image", "image", "cross_attention"] = Field(
         default="image",
         description="what a proposal pools over its box: the image encoder's own patch states "
         "(what ITC and the fusion read; bench/results/downstream.md) or the image-side fused "
-        "states (image tokens attending to the expression, a path ALBEF's recipe never trains)")
+        "states (image tokens attending to the expression, a path ALBEF's recipe never trains), "
+        "or the image states plus how much the expression's cross-attention gathers in each box "
+        "(the map ALBEF's Grad-CAM grounding ranks by)")
 
 
 class RetrievalFTTask(Section):

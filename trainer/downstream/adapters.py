@@ -25,6 +25,7 @@ from trainer.downstream.heads import (
     EntailmentHead,
     PairHead,
     ProposalHead,
+    box_attention,
     patch_box_weights,
 )
 from trainer.downstream.tasks.types import xywh
@@ -32,7 +33,7 @@ from trainer.model.interface import VisionLanguageModel
 from trainer.model.pooling import Pooling, pool_tokens
 
 Tokenize = Callable[[list[str]], tuple[Tensor, Tensor]]
-ProposalStates = Literal["fused_image", "image"]
+ProposalStates = Literal["fused_image", "image", "cross_attention"]
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,10 @@ class PairTask(SplitTask):
 class GroundingTask(SplitTask):
     """Referring expressions over given proposals: each proposal is the box-weighted mean of
     the image encoder's patch states (or, ``proposals="fused_image"``, of the image-side fused
-    states, ``fuse_image``), scored against the expression's fused readout; the chosen
+    states, ``fuse_image``), scored against the expression's fused readout;
+    ``proposals="cross_attention"`` adds how much the expression's word -> image
+    cross-attention (the last fusion layer's, ``relation_attention``) gathers in each box, the
+    map ALBEF's Grad-CAM grounding reads, to the image-states score. The chosen
     proposal's box is a hit at IoU >= 0.5 with the referred object's."""
 
     name = "grounding"
@@ -231,7 +235,7 @@ class GroundingTask(SplitTask):
         self.images = {s: torch.tensor([i.image for i in sp.items]) for s, sp in splits.items()}
 
     def head(self, trunk: VisionLanguageModel) -> nn.Module:
-        return ProposalHead(trunk.text_dim)
+        return ProposalHead(trunk.text_dim, attention=self.proposals == "cross_attention")
 
     def logits(self, trunk: VisionLanguageModel, head: nn.Module, split: str, idx: Tensor
                ) -> Tensor:
@@ -248,8 +252,12 @@ class GroundingTask(SplitTask):
         weights = patch_box_weights(self.boxes[split][idx].to(dev), images.shape[-1],
                                     self.reader.patch_size).to(patches.dtype)
         proposals = weights @ patches  # [B,K,P] @ [B,P,D]
+        attention = None
+        if self.proposals == "cross_attention":
+            cross = trunk.relation_attention(images, text_embeds, mask, image_embeds).cross
+            attention = box_attention(cross[:, :, 1:], mask, weights)
         return head(pool_tokens(fused_text, self.reader.readout, mask), proposals,
-                    self.valid[split][idx].to(dev))
+                    self.valid[split][idx].to(dev), attention)
 
     def evaluate(self, trunk: VisionLanguageModel, head: nn.Module, split: str
                  ) -> dict[str, float]:

@@ -67,18 +67,38 @@ class PairHead(nn.Module):
 
 
 class ProposalHead(nn.Module):
-    """One score per proposal: its pooled image-side fused states against the expression."""
+    """One score per proposal: its pooled patch states against the expression; with
+    ``attention``, plus a learned multiple of how much more than uniform the expression's
+    cross-attention lands in the box (the signal ALBEF's Grad-CAM grounding ranks by)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, attention: bool = False) -> None:
         super().__init__()
         self.proj = nn.Linear(dim, dim)
         self.score = nn.Sequential(nn.GELU(), nn.Linear(dim, 1))
+        self.attention_scale = nn.Parameter(torch.ones(())) if attention else None
 
-    def forward(self, readout: Tensor, proposals: Tensor, valid: Tensor) -> Tensor:
-        """``readout`` [B,D], ``proposals`` [B,K,D], ``valid`` [B,K] bool -> logits [B,K]
-        (padding proposals at -inf, so a softmax over K never picks them)."""
+    def forward(self, readout: Tensor, proposals: Tensor, valid: Tensor,
+                attention: Tensor | None = None) -> Tensor:
+        """``readout`` [B,D], ``proposals`` [B,K,D], ``valid`` [B,K] bool, ``attention``
+        [B,K] (log box attention over uniform) -> logits [B,K] (padding proposals at -inf,
+        so a softmax over K never picks them)."""
         logits = self.score(self.proj(proposals) + readout[:, None, :]).squeeze(-1)
+        if self.attention_scale is not None:
+            if attention is None:
+                raise ValueError("ProposalHead(attention=True) needs the box attention")
+            logits = logits + self.attention_scale * attention
         return logits.masked_fill(~valid, float("-inf"))
+
+
+def box_attention(cross: Tensor, text_mask: Tensor, weights: Tensor) -> Tensor:
+    """log(P * mean attention per patch inside each box): 0 where the expression's
+    cross-attention is uniform over the P patches, positive where it gathers in the box.
+    ``cross`` [B,L,P] word -> patch attention, ``text_mask`` [B,L], ``weights`` [B,K,P] from
+    ``patch_box_weights`` -> [B,K]. Words are averaged over the expression's real tokens."""
+    m = text_mask.to(cross.dtype)
+    per_patch = (cross * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
+    density = weights.to(cross.dtype) @ per_patch[..., None]  # [B,K,1]
+    return torch.log(density.squeeze(-1) * cross.shape[-1] + 1e-6)
 
 
 def patch_box_weights(boxes: Tensor, image_size: int, patch_size: int) -> Tensor:

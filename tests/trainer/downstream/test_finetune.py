@@ -181,3 +181,17 @@ def test_the_fine_tune_starts_from_the_trials_weights(tmp_path: Path) -> None:
     assert trained["mean_recall"] != fresh["mean_recall"]
     ev = evaluate_task(trainer, "retrieval_ft", trial_key="k")
     assert ev.metrics["mean_recall"] == pytest.approx(trained["mean_recall"] / 100, abs=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["albef", "mome"])
+def test_grounding_can_read_the_cross_attention_on_either_architecture(
+    tmp_path: Path, arch: str
+) -> None:
+    cfg = small(tmp_path, **{"eval.downstream.grounding.proposals": "cross_attention",
+                             "model.arch": arch})
+    trainer = Trainer(cfg, 0, checkpoint_dir=None)
+    ev = evaluate_task(trainer, "grounding", trial_key="k")
+    assert 0.0 <= ev.metrics["accuracy"] <= 1.0
+    plain = evaluate_task(Trainer(small(tmp_path, **{"model.arch": arch}), 0,
+                                  checkpoint_dir=None), "grounding", trial_key="k")
+    assert ev.key != plain.key  # the proposal states are part of the evaluation's settings
