@@ -84,8 +84,17 @@ def commit() -> str:
     return sha + (" (with uncommitted changes)" if dirty else "")
 
 
-def load_spec(path: Path, overrides: list[str], seeds: int | None) -> dict[str, Any]:
+DOWNSTREAM_TASKS = ["vqa", "nlvr", "ve", "grounding", "retrieval_ft", "minimal_pairs"]
+
+
+def load_spec(path: Path, overrides: list[str], seeds: int | None,
+              downstream: bool = False) -> dict[str, Any]:
+    """The spec as written, plus the overrides; ``downstream`` turns every downstream task on
+    (``eval.downstream.tasks``, outside the trial key) and changes nothing else."""
     spec = yaml.safe_load(path.read_text())
+    if downstream:
+        spec.setdefault("base", {}).setdefault("set", {})["eval.downstream.tasks"] = \
+            DOWNSTREAM_TASKS
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -152,6 +161,47 @@ def claims_table(analysis: dict[str, Any], claims: dict[str, str]) -> list[str]:
     return rows
 
 
+def downstream_table(analysis: dict[str, Any]) -> list[str]:
+    """Per variant and downstream task, the change on the task's primary metric, against the
+    previous row in an add-one-in design (each row adds one component) and against the
+    baseline otherwise; the verdict is within the metric (Holm over that metric's
+    comparisons), and the family's p (Holm over variants x tasks) is given beside it."""
+    section = analysis.get("downstream")
+    if not section:
+        return []
+    against = "vs_previous" if analysis.get("design") == "add_one_in" else "vs_baseline"
+    family = {(f["variant"], f["task"]): f for f in section.get("family", [])}
+    primaries = [(b["task"], b["primary"]) for b in section["tasks"]]
+    if section.get("meta_sum"):
+        primaries.append(("Meta-Sum", section["meta_sum"]))
+    rows = ["| Variant | vs | Task | Δ (percentage points) [95% CI], p(Holm) | Verdict | "
+            "p family |", "|---|---|---|---|---|---|"]
+    for v in analysis["variants"]:
+        if v.get("is_baseline"):
+            continue
+        for task, metric in primaries:
+            cmp = v.get(against, {}).get(metric, {})
+            if not cmp:
+                continue
+            scaled = _percent(cmp)
+            fam = family.get((v["name"], task), {})
+            p_fam = fam.get("p_family")
+            rows.append(f"| {v['name']} | {cmp.get('reference', '?')} | {task} ({metric}) | "
+                        f"{_fmt_ci(scaled)} | {cmp.get('verdict', 'insufficient data')} | "
+                        + (f"{p_fam:.3g}" if p_fam is not None else "") + " |")
+    return rows
+
+
+def _percent(cmp: dict[str, Any]) -> dict[str, Any]:
+    """A comparison of fractions (downstream metrics are in [0, 1]) in percentage points."""
+    out = dict(cmp)
+    if out.get("delta") is not None:
+        out["delta"] = 100 * out["delta"]
+    if out.get("ci"):
+        out["ci"] = {"low": 100 * out["ci"]["low"], "high": 100 * out["ci"]["high"]}
+    return out
+
+
 def markdown(spec_path: Path, spec: dict[str, Any], exp: dict[str, Any], wall: float,
              analysis: dict[str, Any], table_md: str, overrides: list[str]) -> str:
     m = machine()
@@ -166,6 +216,8 @@ def markdown(spec_path: Path, spec: dict[str, Any], exp: dict[str, Any], wall: f
         f"({sum(exp['states'].values())} trials, status {exp['status']}: "
         + ", ".join(f"{k} {v}" for k, v in sorted(exp["states"].items())) + ")",
         f"- Command: `python bench/reproduce.py --spec {spec_path.relative_to(ROOT)}"
+        + (" --downstream" if "eval.downstream.tasks" in spec.get("base", {}).get("set", {})
+           else "")
         + "".join(f" --set {o}" for o in overrides) + "`",
     ]
     if overrides:
@@ -177,6 +229,10 @@ def markdown(spec_path: Path, spec: dict[str, Any], exp: dict[str, Any], wall: f
     if spec_path.name == "albef_table1.yaml":
         lines += ["## The paper's claims, row by row", ""]
         lines += claims_table(analysis, ALBEF_CLAIMS)
+        lines.append("")
+    if analysis.get("downstream"):
+        lines += ["## Downstream tasks, per variant", ""]
+        lines += downstream_table(analysis)
         lines.append("")
     lines += ["## Full comparison", "", table_md.strip(), ""]
     return "\n".join(lines)
@@ -192,10 +248,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=3 * 3600)
+    ap.add_argument("--downstream", action="store_true",
+                    help="evaluate every trial on every downstream task (the spec unchanged "
+                    "otherwise); results go to <spec>-downstream.*")
     args = ap.parse_args()
 
     spec_path = args.spec.resolve()
-    spec = load_spec(spec_path, args.overrides, args.seeds)
+    spec = load_spec(spec_path, args.overrides, args.seeds, args.downstream)
     spec["rerun"] = True  # measure the run, never reuse cached trials from an earlier one
     overrides = args.overrides + ([f"seeds={args.seeds}"] if args.seeds is not None else [])
     work = Path(tempfile.mkdtemp(prefix="ablate-reproduce-"))
@@ -210,7 +269,8 @@ def main() -> None:
         png = fetch(url, exp["id"], "png")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = spec_path.stem + ("-overridden" if overrides else "")
+    stem = (spec_path.stem + ("-downstream" if args.downstream else "")
+            + ("-overridden" if overrides else ""))
     md = markdown(spec_path, spec, exp, wall, analysis, table_md, overrides)
     (args.out / f"{stem}.md").write_text(md)
     (args.out / f"{stem}.png").write_bytes(png)

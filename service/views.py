@@ -27,6 +27,7 @@ from service.specs.downstream import (
 )
 from service.store import ExperimentView as StoredExperiment
 from service.store import Store, TrialView
+from trainer.metric_names import finetune_seconds_metric
 
 Format = Literal["json", "markdown", "csv", "latex", "html", "png"]
 CiMethod = Literal["t", "bootstrap"]
@@ -126,9 +127,12 @@ def _record(t: TrialView, variant: str, primary: str, split: str, ui: str,
     curve = learning_curve(t.history, primary, split)
     metrics = {k: float(v) for k, v in t.metrics.items() if isinstance(v, int | float)}
     evaluated = [task for task in DOWNSTREAM_METRICS if TASK_PRIMARY[task] in metrics]
-    if evaluated:  # what its fine-tunes drew, beside pretraining's samples
+    if evaluated:  # what its fine-tunes drew and took, beside pretraining's
         metrics["cost_finetune_samples"] = float(sum(finetune_samples(config, task)
                                                      for task in evaluated))
+        seconds = [metrics.get(finetune_seconds_metric(task)) for task in evaluated]
+        if all(s is not None for s in seconds):
+            metrics["cost_finetune_s"] = float(sum(s for s in seconds if s is not None))
     return an.TrialRecord(
         variant=variant, seed=t.seed, status=t.state.value,
         metrics=metrics,

@@ -19,6 +19,11 @@ COST_METRICS: tuple[str, ...] = ("cost_samples", "cost_flops", "cost_flops_per_s
 """What a trial took to train (``trainer.cost``): a comparison shows them per arm."""
 
 
+def finetune_seconds_metric(task: str) -> str:
+    """The wall time of one downstream evaluation of a trial (fine-tune, selection, test)."""
+    return f"cost_finetune_s_{task}"
+
+
 DOWNSTREAM_METRICS: dict[str, tuple[str, ...]] = {
     "vqa": ("vqa_accuracy",),
     "nlvr": ("nlvr_accuracy", "nlvr_consistency"),
@@ -45,5 +50,6 @@ def is_trial_metric(name: str) -> bool:
     """A final metric of a trial: a retrieval metric, the last value of a loss term
     (``final_loss``, ``final_loss_<objective>``), a cost, or a downstream task's metric."""
     return (name in RETRIEVAL_METRICS or name in COST_METRICS or name == "final_loss"
+            or any(name == finetune_seconds_metric(t) for t in DOWNSTREAM_METRICS)
             or name.startswith("final_loss_")
             or any(name in names for names in DOWNSTREAM_METRICS.values()))

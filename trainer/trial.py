@@ -136,12 +136,13 @@ def downstream(config: TrainConfig, seed: int, key: str, run: TrialRun, step: in
         else:
             trainer = trainer or trunk()
             evaluation = evaluate_task(trainer, task, trial_key=key)
-            run.log_metrics(evaluation.trial_metrics(), step, force=True)
+            run.log_metrics({**evaluation.trial_metrics(), **evaluation.cost_metrics()}, step,
+                            force=True)
             run.log_json(name, evaluation.as_json())
             run.set_tags({f"evaluation.{task}": eval_key,
                           **({f"fingerprint.finetune.{task}": evaluation.fingerprint}
                              if evaluation.fingerprint else {})})
-        metrics |= evaluation.trial_metrics()
+        metrics |= evaluation.trial_metrics() | evaluation.cost_metrics()
         keys[task] = eval_key
         if evaluation.fingerprint:
             prints[f"finetune.{task}"] = evaluation.fingerprint

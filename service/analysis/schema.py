@@ -194,6 +194,10 @@ class ArmCost(BaseModel):
     train_s_ratio: float | None = None
     finetune_samples: float | None = None
     """Downstream fine-tuning: the samples (steps x batch) of the tasks evaluated."""
+    finetune_s: float | None = None
+    """Downstream evaluation wall time (every task evaluated: fine-tune, selection, test)."""
+    finetune_s_ratio: float | None = None
+    """``finetune_s`` over this arm's own pretraining time (``train_s``)."""
 
 
 class TaskBlock(BaseModel):

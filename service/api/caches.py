@@ -41,7 +41,9 @@ class StatusCache:
         ``response_model`` would write. Blocking (SQL): from a worker thread."""
         revision = store.revision(exp_id)  # first: the body is never older than its key
         return self.cache.get_or_compute((exp_id, settings.mlflow_ui_url), revision, lambda: (
-            _OUT.dump_json(experiment_out(store.get_experiment(exp_id), settings)), _JSON))[0]
+            _OUT.dump_json(experiment_out(store.get_experiment(exp_id), settings,
+                                          store.evaluations.for_experiment(exp_id))),
+            _JSON))[0]
 
     def peek(self, store: Store, exp_id: str, settings: Settings) -> bytes | None:
         """The cached body if the store can tell without a query that it is current

@@ -7,16 +7,17 @@ variant, an experiment and the experiment list).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 from service.planning.adaptive import AdaptivePlan
 from service.planning.downstream import DownstreamPlan, plan_downstream
 from service.planning.power import PowerPlan
 from service.settings import Settings
-from service.store import ExperimentView, NewVariant, TrialView
+from service.store import EvaluationView, ExperimentView, NewVariant, TrialView
 from service.submit import Plan, Submission
 from service.tracking.names import experiment_url
 from service.views import run_url
@@ -82,6 +83,20 @@ class CreatedOut(BaseModel):
     submit_error: str | None = None
 
 
+class EvaluationOut(BaseModel):
+    """One downstream evaluation of a trial: a task under its settings (``evaluation_key``)."""
+
+    task: str
+    evaluation_key: str
+    state: str
+    attempts: int
+    metrics: dict[str, float]
+    """The task's test-split metrics as the trial reports them (``vqa_accuracy``, ...)."""
+    error: str | None
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
+
+
 class TrialOut(BaseModel):
     id: int
     seed: int
@@ -102,6 +117,8 @@ class TrialOut(BaseModel):
     mlflow_url: str | None
     started_at: UtcDateTime | None
     finished_at: UtcDateTime | None
+    evaluations: list[EvaluationOut] = Field(default_factory=list)
+    """Its downstream evaluations, in the order they were stored."""
 
 
 class VariantOut(BaseModel):
@@ -127,6 +144,8 @@ class ExperimentOut(BaseModel):
     mlflow_experiment_id: str | None
     mlflow_url: str | None
     variants: list[VariantOut]
+    evaluations: dict[str, int] = Field(default_factory=dict)
+    """Downstream evaluations per state (empty when none was asked for)."""
 
 
 class ExperimentSummaryOut(BaseModel):
@@ -175,7 +194,14 @@ def created_out(submission: Submission) -> CreatedOut:
     )
 
 
-def _trial_out(t: TrialView, settings: Settings) -> TrialOut:
+def _evaluation_out(e: EvaluationView) -> EvaluationOut:
+    return EvaluationOut(task=e.task, evaluation_key=e.evaluation_key, state=e.state.value,
+                         attempts=e.attempts, metrics=e.metrics, error=e.error,
+                         started_at=e.started_at, finished_at=e.finished_at)
+
+
+def _trial_out(t: TrialView, settings: Settings,
+               evaluations: Sequence[EvaluationView] = ()) -> TrialOut:
     return TrialOut(
         id=t.id, seed=t.seed, state=t.state.value, step=t.step, total_steps=t.total_steps,
         progress=t.progress, attempts=t.attempts, metrics=t.metrics, error=t.error,
@@ -184,10 +210,18 @@ def _trial_out(t: TrialView, settings: Settings) -> TrialOut:
         resumed_from_step=t.resumed_from_step, mlflow_run_id=t.mlflow_run_id,
         mlflow_url=run_url(settings.mlflow_ui_url, t.mlflow_experiment_id, t.mlflow_run_id),
         started_at=t.started_at, finished_at=t.finished_at,
+        evaluations=[_evaluation_out(e) for e in evaluations],
     )
 
 
-def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
+def experiment_out(exp: ExperimentView, settings: Settings,
+                   evaluations: list[EvaluationView] | None = None) -> ExperimentOut:
+    """The status body; ``evaluations`` are the experiment's downstream evaluations."""
+    by_trial: dict[int, list[EvaluationView]] = {}
+    eval_states: dict[str, int] = {}
+    for e in evaluations or []:
+        by_trial.setdefault(e.trial_id, []).append(e)
+        eval_states[e.state.value] = eval_states.get(e.state.value, 0) + 1
     variants = []
     for v in exp.variants:
         states: dict[str, int] = {}
@@ -195,7 +229,7 @@ def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
             states[t.state.value] = states.get(t.state.value, 0) + 1
         variants.append(VariantOut(
             name=v.name, levels=v.levels, states=states, progress=v.progress,
-            trials=[_trial_out(t, settings) for t in v.trials],
+            trials=[_trial_out(t, settings, by_trial.get(t.id, [])) for t in v.trials],
         ))
     ui = settings.mlflow_ui_url.rstrip("/")
     return ExperimentOut(
@@ -206,6 +240,7 @@ def experiment_out(exp: ExperimentView, settings: Settings) -> ExperimentOut:
         mlflow_url=experiment_url(ui, exp.mlflow_experiment_id)
         if ui and exp.mlflow_experiment_id else None,
         variants=variants,
+        evaluations=eval_states,
     )
 
 

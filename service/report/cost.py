@@ -26,16 +26,21 @@ def cost_table(a: Analysis) -> Table:
         row = [TCell(c.variant), TCell(str(c.n)), TCell(_si(c.samples)),
                TCell(_si(c.flops, "FLOP") + ratio),
                TCell("–" if c.train_s is None else f"{c.train_s:.1f} s{wall}")]
-        rows.append(row + ([TCell(_si(c.finetune_samples))] if finetune else []))
+        own = "" if c.finetune_s_ratio is None else f" (×{c.finetune_s_ratio:.2f} of training)"
+        seconds = "–" if c.finetune_s is None else f"{c.finetune_s:.1f} s{own}"
+        rows.append(row + ([TCell(_si(c.finetune_samples)), TCell(seconds)] if finetune
+                           else []))
     columns = [Column("variant", "l"), Column("trials"), Column("samples"),
                Column("training FLOPs"), Column("training time")]
     notes = ["FLOPs: forward and backward of one optimizer step counted by PyTorch's "
              "FlopCounterMode on the trial's first batch, times its steps; evaluation "
              "excluded. Time: training steps' wall time on the trial's worker."]
     if finetune:
-        columns.append(Column("fine-tune samples"))
+        columns += [Column("fine-tune samples"), Column("downstream time")]
         notes.append("Fine-tune samples: the downstream tasks' fine-tunes of one trial "
-                     "(steps × batch per task evaluated; minimal pairs are zero-shot); their "
-                     "FLOPs and time are not in the pretraining columns.")
+                     "(steps × batch per task evaluated; minimal pairs are zero-shot). "
+                     "Downstream time: the wall time of every task's evaluation (fine-tune, "
+                     "selection on val, test), × this arm's own training time; neither is in "
+                     "the pretraining columns. Fine-tune FLOPs are not counted.")
     return Table(caption="Cost per trial (mean over done trials; × baseline)", columns=columns,
                  rows=rows, footnotes=notes)

@@ -87,7 +87,21 @@ def test_evaluating_later_adds_the_tasks_keeps_the_keys_and_is_idempotent(client
     # /compare already has the blocks (no values yet), and the status is unchanged
     a = client.get(f"/experiments/{exp_id}/compare").json()
     assert [b["task"] for b in a["downstream"]["tasks"]] == ["ve", "minimal_pairs"]
-    assert client.get(f"/experiments/{exp_id}").json()["status"] == "finished"
+    status = client.get(f"/experiments/{exp_id}").json()
+    assert status["status"] == "finished"
+    # the status lists every evaluation on its trial, and follows their states
+    assert status["evaluations"] == {"pending": 8}
+    first = status["variants"][0]["trials"][0]
+    assert [(e["task"], e["state"]) for e in first["evaluations"]] == [
+        ("ve", "pending"), ("minimal_pairs", "pending")]
+    ve = next(e for e in rows if e.trial_id == first["id"] and e.task == "ve")
+    store.evaluations.mark_running(ve.id)
+    store.evaluations.mark_done(first["id"], "ve", ve.evaluation_key, {"ve_accuracy": 0.5})
+    status = client.get(f"/experiments/{exp_id}").json()
+    assert status["evaluations"] == {"pending": 7, "done": 1}
+    done = status["variants"][0]["trials"][0]["evaluations"][0]
+    assert done["state"] == "done" and done["metrics"] == {"ve_accuracy": 0.5}
+    assert done["evaluation_key"] == ve.evaluation_key and done["attempts"] == 1
 
 
 @pytest.mark.parametrize(("payload", "field", "reason"), [

@@ -12,7 +12,8 @@ can be a spec's primary metric and ``/compare`` reads them like any other.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from trainer.config import TrainConfig
@@ -22,6 +23,7 @@ from trainer.downstream.finetune import finetune
 from trainer.downstream.keys import EVALUATION_VERSION, evaluation_key, task_settings
 from trainer.downstream.minimal_pairs import score_minimal_pairs
 from trainer.loop import Trainer
+from trainer.metric_names import finetune_seconds_metric
 
 __all__ = ["EVALUATION_VERSION", "Evaluation", "evaluate_task", "evaluation_key",
            "pretrained_trainer", "task_settings"]
@@ -42,9 +44,15 @@ class Evaluation:
     fingerprint: str = ""
     details: dict[str, float] = field(default_factory=dict)
     """Diagnostics that are not compared (the share of texts truncated, the group count)."""
+    seconds: float = 0.0
+    """Wall time of the evaluation (fine-tune, selection and test), on the trial's worker."""
 
     def trial_metrics(self) -> dict[str, float]:
         return {f"{self.task}_{k}": v for k, v in self.metrics.items()}
+
+    def cost_metrics(self) -> dict[str, float]:
+        """What it cost, as the trial reports it (``cost_finetune_s_<task>``)."""
+        return {finetune_seconds_metric(self.task): self.seconds}
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,7 +73,13 @@ def _split_metrics(metrics: dict[str, float]) -> tuple[dict[str, float], dict[st
 
 
 def evaluate_task(trainer: Trainer, task: str, *, trial_key: str) -> Evaluation:
-    """Run one task on the trainer's (pretrained) trunk; the trunk is not modified."""
+    """Run one task on the trainer's (pretrained) trunk, timed; the trunk is not modified."""
+    start = time.perf_counter()
+    evaluation = _evaluate(trainer, task, trial_key)
+    return replace(evaluation, seconds=time.perf_counter() - start)
+
+
+def _evaluate(trainer: Trainer, task: str, trial_key: str) -> Evaluation:
     cfg, seed = trainer.cfg, trainer.seed
     key = evaluation_key(trial_key, task, cfg)
     if task == "minimal_pairs":

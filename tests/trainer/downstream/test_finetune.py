@@ -119,6 +119,10 @@ def test_a_trials_evaluations_run_once_and_a_task_added_later_runs_alone(
     run_id = first.mlflow_run_id
     assert client.get_run(run_id).info.status == "FINISHED"
     assert client.get_run(run_id).data.metrics["ve_accuracy"] == first.metrics["ve_accuracy"]
+    # what each evaluation took, as a cost beside pretraining's, on the run too
+    assert first.metrics["cost_finetune_s_ve"] > 0.0
+    assert (client.get_run(run_id).data.metrics["cost_finetune_s_ve"]
+            == first.metrics["cost_finetune_s_ve"])
 
     again = run_trial(cfg, 0, tracking_uri=uri, experiment_name="ds", checkpoint_dir=ckpt)
     assert again.metrics == first.metrics and again.mlflow_run_id == run_id
