@@ -95,8 +95,9 @@ class Executor:
         return {"env_vars": env}
 
     # ---- submit / cancel --------------------------------------------------------------------
-    def submit(self, exp_id: str) -> str | None:
-        """Make sure a job runs this experiment's runnable trials; returns its submission id.
+    def submit(self, exp_id: str, resubmit: bool = False) -> str | None:
+        """Make sure a job runs this experiment's runnable trials; returns its submission id
+        (``resubmit``: the reconciler's, for a lost job, counted against ``max_job_resubmits``).
 
         No-op (returning the live job's id) while a job for it is pending or running; None when
         nothing is left to run (every trial cached or final and no downstream evaluation
@@ -127,7 +128,7 @@ class Executor:
             except Exception as err:
                 if "already exists" not in str(err):
                     raise RayUnavailable(str(err)) from err
-            self.store.record_job_submission(exp_id, sid)
+            self.store.record_job_submission(exp_id, sid, resubmit)
             log.info("submitted %s as Ray job %s", exp_id, sid)
             return sid
 
@@ -185,14 +186,16 @@ class Executor:
                         actions[exp_id] = f"job {exp.job_submission_id} {status.value}"
                         continue
                 ended = self.parent_runs.end_orphans(exp, status="FAILED")
-                if exp.job_submissions > self.settings.max_job_resubmits:
-                    lost = f"its Ray job was lost {exp.job_submissions} times; giving up"
+                if (exp.job_submission_id
+                        and exp.job_resubmits >= self.settings.max_job_resubmits):
+                    lost = (f"its Ray job was lost {exp.job_resubmits + 1} times "
+                            f"(resubmitted {exp.job_resubmits}); giving up")
                     self.store.fail_active(exp_id, lost)
                     self.store.evaluations.fail_active(exp_id, lost)
                     self.parent_runs.end_parent(self.store.get_experiment(exp_id))
                     actions[exp_id] = "failed: too many lost jobs"
                     continue
-                sid = self.submit(exp_id)
+                sid = self.submit(exp_id, resubmit=exp.job_submission_id is not None)
                 actions[exp_id] = f"resubmitted as {sid} ({ended} orphaned runs ended)"
                 log.info("reconcile %s: %s", exp_id, actions[exp_id])
         for exp_id in self.store.experiments_to_finalize():

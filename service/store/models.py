@@ -63,6 +63,9 @@ class Experiment(Base):
     job_submission_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
     job_submissions: Mapped[int] = mapped_column(Integer, default=0)
     """How many jobs were submitted; the next one is ``<id>-r<job_submissions>``."""
+    job_resubmits: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """How many of them the reconciler submitted for a lost job (``max_job_resubmits`` caps
+    these only: a request that adds work, an evaluation or a look, is no loss)."""
     finalized_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     """When the comparison was logged on the MLflow parent run and that run ended."""
     idempotency_key: Mapped[str | None] = mapped_column(

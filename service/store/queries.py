@@ -102,7 +102,7 @@ class Store:
             return self._insert_experiment(
                 Experiment(id=experiment_id or new_experiment_id(), name=name,
                            description=description, spec=spec, design=design, baseline=baseline,
-                           primary_metric=primary_metric, job_submissions=0,
+                           primary_metric=primary_metric, job_submissions=0, job_resubmits=0,
                            idempotency_key=idempotency_key),
                 variants, reuse_cached)
         except IntegrityError:  # the unique index decides a race that the lookup did not see
@@ -221,11 +221,14 @@ class Store:
             exp.mlflow_experiment_id = experiment_id
             exp.mlflow_parent_run_id = parent_run_id
 
-    def record_job_submission(self, exp_id: str, submission_id: str) -> None:
-        """A job was submitted for the experiment (the next one is ``<id>-r<count>``)."""
+    def record_job_submission(self, exp_id: str, submission_id: str,
+                              resubmit: bool = False) -> None:
+        """A job was submitted for the experiment (the next one is ``<id>-r<count>``);
+        ``resubmit``: by the reconciler, for a job that was lost."""
         with self.session() as s:
             exp = self._exp(s, exp_id)
             exp.job_submissions += 1
+            exp.job_resubmits += int(resubmit)
             exp.job_submission_id = submission_id
 
     def mark_cancel_requested(self, exp_id: str) -> None:

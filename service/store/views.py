@@ -118,6 +118,7 @@ class ExperimentView(BaseModel):
     mlflow_parent_run_id: str | None
     job_submission_id: str | None
     job_submissions: int
+    job_resubmits: int = 0
     finalized_at: datetime | None = None
     idempotency_key: str | None = None
     variants: list[VariantView] = Field(default_factory=list)

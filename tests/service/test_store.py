@@ -151,6 +151,10 @@ def test_job_submissions_and_active_experiments(store):
     store.record_job_submission(exp.id, f"{exp.id}-r1")
     e = store.get_experiment(exp.id)
     assert (e.job_submission_id, e.job_submissions) == (f"{exp.id}-r1", 2)
+    assert e.job_resubmits == 0  # neither was the reconciler's, for a lost job
+    store.record_job_submission(exp.id, f"{exp.id}-r2", resubmit=True)
+    e = store.get_experiment(exp.id)
+    assert (e.job_submissions, e.job_resubmits) == (3, 1)
     store.fail_active(exp.id, "lost")
     assert store.experiments_with_active_trials() == []
 
