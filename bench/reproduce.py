@@ -165,7 +165,8 @@ def downstream_table(analysis: dict[str, Any]) -> list[str]:
     """Per variant and downstream task, the change on the task's primary metric, against the
     previous row in an add-one-in design (each row adds one component) and against the
     baseline otherwise; the verdict is within the metric (Holm over that metric's
-    comparisons), and the family's p (Holm over variants x tasks) is given beside it."""
+    comparisons), and the family's p (Holm over variants x tasks, each against the
+    baseline, as /compare declares it) is given beside it."""
     section = analysis.get("downstream")
     if not section:
         return []
@@ -175,7 +176,7 @@ def downstream_table(analysis: dict[str, Any]) -> list[str]:
     if section.get("meta_sum"):
         primaries.append(("Meta-Sum", section["meta_sum"]))
     rows = ["| Variant | vs | Task | Δ (percentage points) [95% CI], p(Holm) | Verdict | "
-            "p family |", "|---|---|---|---|---|---|"]
+            "p family (vs baseline) |", "|---|---|---|---|---|---|"]
     for v in analysis["variants"]:
         if v.get("is_baseline"):
             continue
