@@ -21,6 +21,7 @@ from service.execution import Executor
 from service.specs.downstream import DOWNSTREAM_TASKS, tasks_metrics
 from service.states import RESULT_STATES, EvaluationState
 from service.store import ExperimentView, Store, WantedEvaluation
+from service.store.views import evaluation_counts
 from service.submit import submit_job
 from trainer.config import TrainConfig, deep_merge, nest
 from trainer.config.errors import describe_validation_error
@@ -129,9 +130,7 @@ def request_evaluation(store: Store, executor: Executor, exp_id: str, tasks: lis
     sid, why = None, None
     if any(e.state in (EvaluationState.PENDING, EvaluationState.RUNNING) for e in evaluations):
         sid, why = submit_job(executor, exp_id)
-    states = {s.value: 0 for s in EvaluationState}
-    for e in evaluations:
-        states[e.state.value] += 1
+    states = evaluation_counts(evaluations)
     enabled = list(dict.fromkeys(t for c in planned.configs.values()
                                  for t in c["eval"]["downstream"]["tasks"]))
     return EvaluationOutcome(experiment=exp_id, tasks=enabled, added=added, states=states,

@@ -18,6 +18,7 @@ from service.planning.downstream import DownstreamPlan, plan_downstream
 from service.planning.power import PowerPlan
 from service.settings import Settings
 from service.store import EvaluationView, ExperimentView, NewVariant, TrialView
+from service.store.views import evaluation_counts
 from service.submit import Plan, Submission
 from service.tracking.names import experiment_url
 from service.views import run_url
@@ -145,7 +146,7 @@ class ExperimentOut(BaseModel):
     mlflow_url: str | None
     variants: list[VariantOut]
     evaluations: dict[str, int] = Field(default_factory=dict)
-    """Downstream evaluations per state (empty when none was asked for)."""
+    """Downstream evaluations per state, every state present."""
 
 
 class ExperimentSummaryOut(BaseModel):
@@ -218,10 +219,8 @@ def experiment_out(exp: ExperimentView, settings: Settings,
                    evaluations: list[EvaluationView] | None = None) -> ExperimentOut:
     """The status body; ``evaluations`` are the experiment's downstream evaluations."""
     by_trial: dict[int, list[EvaluationView]] = {}
-    eval_states: dict[str, int] = {}
     for e in evaluations or []:
         by_trial.setdefault(e.trial_id, []).append(e)
-        eval_states[e.state.value] = eval_states.get(e.state.value, 0) + 1
     variants = []
     for v in exp.variants:
         states: dict[str, int] = {}
@@ -240,7 +239,7 @@ def experiment_out(exp: ExperimentView, settings: Settings,
         mlflow_url=experiment_url(ui, exp.mlflow_experiment_id)
         if ui and exp.mlflow_experiment_id else None,
         variants=variants,
-        evaluations=eval_states,
+        evaluations=evaluation_counts(evaluations or []),
     )
 
 

@@ -8,6 +8,7 @@ hand-written copy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +81,14 @@ class EvaluationView(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+def evaluation_counts(evaluations: Iterable[EvaluationView]) -> dict[str, int]:
+    """Evaluations per state, every state present (0 if none), as ``ExperimentView.counts``."""
+    out = {s.value: 0 for s in EvaluationState}
+    for e in evaluations:
+        out[e.state.value] += 1
+    return out
 
 
 class VariantView(BaseModel):

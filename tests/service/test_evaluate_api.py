@@ -90,7 +90,7 @@ def test_evaluating_later_adds_the_tasks_keeps_the_keys_and_is_idempotent(client
     status = client.get(f"/experiments/{exp_id}").json()
     assert status["status"] == "finished"
     # the status lists every evaluation on its trial, and follows their states
-    assert status["evaluations"] == {"pending": 8}
+    assert status["evaluations"] == {"pending": 8, "running": 0, "done": 0, "failed": 0}
     first = status["variants"][0]["trials"][0]
     assert [(e["task"], e["state"]) for e in first["evaluations"]] == [
         ("ve", "pending"), ("minimal_pairs", "pending")]
@@ -98,7 +98,7 @@ def test_evaluating_later_adds_the_tasks_keeps_the_keys_and_is_idempotent(client
     store.evaluations.mark_running(ve.id)
     store.evaluations.mark_done(first["id"], "ve", ve.evaluation_key, {"ve_accuracy": 0.5})
     status = client.get(f"/experiments/{exp_id}").json()
-    assert status["evaluations"] == {"pending": 7, "done": 1}
+    assert status["evaluations"] == {"pending": 7, "running": 0, "done": 1, "failed": 0}
     done = status["variants"][0]["trials"][0]["evaluations"][0]
     assert done["state"] == "done" and done["metrics"] == {"ve_accuracy": 0.5}
     assert done["evaluation_key"] == ve.evaluation_key and done["attempts"] == 1
