@@ -79,12 +79,18 @@ def data_shares(split: ImageTextSplit, batch: int, batches: int, seed: int) -> d
             "rows_with_a_true_candidate": rows_with_true / rows, "positives_noisy": noisy}
 
 
-@torch.no_grad()
 def draw_shares(cfg: TrainConfig, seed: int, batches: int, draws: int) -> dict[str, Any]:
     from trainer.loop import Trainer
 
     trainer = Trainer(cfg, seed, checkpoint_dir=None)
     outcome = trainer.run()
+    with torch.no_grad():
+        return _draws(trainer, cfg, seed, batches, draws) | {
+            "mean_recall": outcome.metrics["mean_recall"], "seed": seed}
+
+
+def _draws(trainer: Any, cfg: TrainConfig, seed: int, batches: int, draws: int
+           ) -> dict[str, Any]:
     pre = trainer.pretrainer.eval()
     split, model = trainer.bench.train, pre.model
     itc = pre.objectives["itc"]
@@ -112,8 +118,7 @@ def draw_shares(cfg: TrainConfig, seed: int, batches: int, draws: int) -> dict[s
                 counts[f"i2t_{kind}"] += int((truth[neg, rows] == 1).sum())
             total += len(caps)
     shares = {f"drawn_true_{k}": v / total for k, v in counts.items()}
-    return {**shares, "temperature": temp, "mean_recall": outcome.metrics["mean_recall"],
-            "seed": seed}
+    return {**shares, "temperature": temp}
 
 
 def main() -> None:
