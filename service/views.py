@@ -27,7 +27,7 @@ from service.specs.downstream import (
 )
 from service.store import ExperimentView as StoredExperiment
 from service.store import Store, TrialView
-from trainer.metric_names import finetune_seconds_metric
+from trainer.metric_names import finetune_flops_metric, finetune_seconds_metric
 
 Format = Literal["json", "markdown", "csv", "latex", "html", "png"]
 CiMethod = Literal["t", "bootstrap"]
@@ -130,9 +130,11 @@ def _record(t: TrialView, variant: str, primary: str, split: str, ui: str,
     if evaluated:  # what its fine-tunes drew and took, beside pretraining's
         metrics["cost_finetune_samples"] = float(sum(finetune_samples(config, task)
                                                      for task in evaluated))
-        seconds = [metrics.get(finetune_seconds_metric(task)) for task in evaluated]
-        if all(s is not None for s in seconds):
-            metrics["cost_finetune_s"] = float(sum(s for s in seconds if s is not None))
+        for total, name in (("cost_finetune_s", finetune_seconds_metric),
+                            ("cost_finetune_flops", finetune_flops_metric)):
+            parts = [metrics.get(name(task)) for task in evaluated]
+            if all(p is not None for p in parts):  # a part unknown: the sum would mislead
+                metrics[total] = float(sum(p for p in parts if p is not None))
     return an.TrialRecord(
         variant=variant, seed=t.seed, status=t.state.value,
         metrics=metrics,

@@ -24,6 +24,11 @@ def finetune_seconds_metric(task: str) -> str:
     return f"cost_finetune_s_{task}"
 
 
+def finetune_flops_metric(task: str) -> str:
+    """The training FLOPs of one downstream fine-tune of a trial (zero for a zero-shot task)."""
+    return f"cost_finetune_flops_{task}"
+
+
 DOWNSTREAM_METRICS: dict[str, tuple[str, ...]] = {
     "vqa": ("vqa_accuracy",),
     "nlvr": ("nlvr_accuracy", "nlvr_consistency"),
@@ -50,6 +55,7 @@ def is_trial_metric(name: str) -> bool:
     """A final metric of a trial: a retrieval metric, the last value of a loss term
     (``final_loss``, ``final_loss_<objective>``), a cost, or a downstream task's metric."""
     return (name in RETRIEVAL_METRICS or name in COST_METRICS or name == "final_loss"
-            or any(name == finetune_seconds_metric(t) for t in DOWNSTREAM_METRICS)
+            or any(name in (finetune_seconds_metric(t), finetune_flops_metric(t))
+                   for t in DOWNSTREAM_METRICS)
             or name.startswith("final_loss_")
             or any(name in names for names in DOWNSTREAM_METRICS.values()))

@@ -15,9 +15,10 @@ import numpy as np
 from service.analysis.schema import ArmCost, ExperimentView
 
 COST_FIELDS = {"samples": "cost_samples", "flops": "cost_flops", "train_s": "cost_train_s",
-               "finetune_samples": "cost_finetune_samples", "finetune_s": "cost_finetune_s"}
-"""ArmCost field -> the trial metric it averages (fine-tune samples and seconds, summed over
-the tasks evaluated: ``service.views``)."""
+               "finetune_samples": "cost_finetune_samples", "finetune_flops": "cost_finetune_flops",
+               "finetune_s": "cost_finetune_s"}
+"""ArmCost field -> the trial metric it averages (fine-tune samples, FLOPs and seconds, summed
+over the tasks evaluated: ``service.views``)."""
 
 
 def _mean(values: list[float]) -> float | None:
@@ -44,5 +45,6 @@ def arm_costs(view: ExperimentView, baseline: str) -> list[ArmCost]:
     for r in rows:
         r.flops_ratio = _ratio(r.flops, base.flops)
         r.train_s_ratio = _ratio(r.train_s, base.train_s)
+        r.finetune_flops_ratio = _ratio(r.finetune_flops, r.flops)
         r.finetune_s_ratio = _ratio(r.finetune_s, r.train_s)
     return rows

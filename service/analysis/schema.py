@@ -194,6 +194,10 @@ class ArmCost(BaseModel):
     train_s_ratio: float | None = None
     finetune_samples: float | None = None
     """Downstream fine-tuning: the samples (steps x batch) of the tasks evaluated."""
+    finetune_flops: float | None = None
+    """Their training FLOPs (forward and backward; selection and test passes excluded)."""
+    finetune_flops_ratio: float | None = None
+    """``finetune_flops`` over this arm's own pretraining FLOPs (``flops``)."""
     finetune_s: float | None = None
     """Downstream evaluation wall time (every task evaluated: fine-tune, selection, test)."""
     finetune_s_ratio: float | None = None

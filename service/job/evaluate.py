@@ -23,7 +23,11 @@ from service.specs import RunOptions
 from service.store import ExperimentView, Store
 from service.tracking.names import mlflow_experiment_name, trial_tags
 from trainer.config import ConfigError, TrainConfig  # torch-free
-from trainer.metric_names import DOWNSTREAM_METRICS, finetune_seconds_metric
+from trainer.metric_names import (
+    DOWNSTREAM_METRICS,
+    finetune_flops_metric,
+    finetune_seconds_metric,
+)
 
 log = logging.getLogger("service.job.evaluate")
 
@@ -90,7 +94,8 @@ def evaluate_one(item: dict[str, Any], exp_ctx: dict[str, Any]) -> str:
             store.evaluations.mark_pending(eval_id, msg)
             raise
         key = result.evaluations.get(task, item["evaluation_key"])
-        wanted = {*DOWNSTREAM_METRICS[task], finetune_seconds_metric(task)}
+        wanted = {*DOWNSTREAM_METRICS[task], finetune_seconds_metric(task),
+                  finetune_flops_metric(task)}
         metrics = {k: v for k, v in result.metrics.items() if k in wanted}
         store.evaluations.mark_done(item["trial_id"], task, key, metrics)
         if key != item["evaluation_key"]:  # the trainer keyed it otherwise: say so, keep both

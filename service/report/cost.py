@@ -28,19 +28,26 @@ def cost_table(a: Analysis) -> Table:
                TCell("–" if c.train_s is None else f"{c.train_s:.1f} s{wall}")]
         own = "" if c.finetune_s_ratio is None else f" (×{c.finetune_s_ratio:.2f} of training)"
         seconds = "–" if c.finetune_s is None else f"{c.finetune_s:.1f} s{own}"
-        rows.append(row + ([TCell(_si(c.finetune_samples)), TCell(seconds)] if finetune
-                           else []))
+        of = ("" if c.finetune_flops_ratio is None
+              else f" (×{c.finetune_flops_ratio:.2f} of training)")
+        flops = _si(c.finetune_flops, "FLOP") + ("" if c.finetune_flops is None else of)
+        rows.append(row + ([TCell(_si(c.finetune_samples)), TCell(flops), TCell(seconds)]
+                           if finetune else []))
     columns = [Column("variant", "l"), Column("trials"), Column("samples"),
                Column("training FLOPs"), Column("training time")]
     notes = ["FLOPs: forward and backward of one optimizer step counted by PyTorch's "
              "FlopCounterMode on the trial's first batch, times its steps; evaluation "
              "excluded. Time: training steps' wall time on the trial's worker."]
     if finetune:
-        columns += [Column("fine-tune samples"), Column("downstream time")]
+        columns += [Column("fine-tune samples"), Column("fine-tune FLOPs"),
+                    Column("downstream time")]
         notes.append("Fine-tune samples: the downstream tasks' fine-tunes of one trial "
                      "(steps × batch per task evaluated; minimal pairs are zero-shot). "
-                     "Downstream time: the wall time of every task's evaluation (fine-tune, "
-                     "selection on val, test), × this arm's own training time; neither is in "
-                     "the pretraining columns. Fine-tune FLOPs are not counted.")
+                     "Fine-tune FLOPs: their forward and backward passes, counted by "
+                     "FlopCounterMode on each fine-tune's first step and scaled by its samples "
+                     "(selection and test passes excluded, as in pretraining), × this arm's "
+                     "own training FLOPs. Downstream time: the wall time of every task's "
+                     "evaluation (fine-tune, selection on val, test), × this arm's own "
+                     "training time; none of these is in the pretraining columns.")
     return Table(caption="Cost per trial (mean over done trials; × baseline)", columns=columns,
                  rows=rows, footnotes=notes)

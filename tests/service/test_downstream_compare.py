@@ -95,8 +95,11 @@ def plant(store: Store, missing: tuple[str, int] | None = None) -> str:
                  "minimal_pairs_text": 0.3, "minimal_pairs_image": 0.2,
                  "minimal_pairs_group": 0.1 + rng.normal(0, 0.01),
                  "cost_samples": 24.0, "cost_train_s": 10.0,
+                 "cost_flops": 1e9,
                  "cost_finetune_s_vqa": 3.0, "cost_finetune_s_ve": 2.0,
-                 "cost_finetune_s_minimal_pairs": 0.5}
+                 "cost_finetune_s_minimal_pairs": 0.5,
+                 "cost_finetune_flops_vqa": 3e8, "cost_finetune_flops_ve": 2e8,
+                 "cost_finetune_flops_minimal_pairs": 0.0}
             if (v.name, t.seed) == missing:
                 del m["ve_accuracy"]
             evals = {task: (f"key-{task}-{t.id}", {k: x for k, x in m.items()
@@ -160,6 +163,9 @@ def test_compare_has_a_block_per_task_the_family_and_the_meta_sum(client) -> Non
     # and their time, the sum of the tasks' evaluations, against the arm's own training time
     assert cost["full"].finetune_s == pytest.approx(5.5)
     assert cost["full"].finetune_s_ratio == pytest.approx(0.55)
+    # and their training FLOPs (the zero-shot probe's none) against pretraining's
+    assert cost["full"].finetune_flops == pytest.approx(5e8)
+    assert cost["full"].finetune_flops_ratio == pytest.approx(0.5)
 
 
 def test_every_format_shows_the_task_blocks(client) -> None:
@@ -168,7 +174,7 @@ def test_every_format_shows_the_task_blocks(client) -> None:
     md = get("markdown").text
     assert "#### Downstream tasks: downstream" in md
     assert "vqa: p (Holm, family)" in md and "Meta-Sum" in md and "fine-tune samples" in md
-    assert "5.5 s (×0.55 of training)" in md
+    assert "5.5 s (×0.55 of training)" in md and "500 MFLOP (×0.50 of training)" in md
     head = md.split("#### Downstream")[0].splitlines()[2]  # the main table's header row
     assert "mean_recall" in head and "vqa_accuracy" not in head
     rows = list(csv.DictReader(io.StringIO(get("csv").text)))

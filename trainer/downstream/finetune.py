@@ -11,6 +11,7 @@ order, and the pairing fingerprints can say so.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -20,6 +21,7 @@ from typing import Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from trainer.config.downstream import FinetuneSettings
 from trainer.model.interface import VisionLanguageModel
@@ -53,6 +55,9 @@ class FinetuneResult:
     fingerprint: str = ""
     """Hash of the head's initial weights and the first epoch's order: equal across arms that
     fine-tune from the same draws."""
+    flops: float = 0.0
+    """Training FLOPs of the fine-tune (forward and backward of every step; selection and test
+    passes excluded, as pretraining's ``cost_flops`` excludes evaluation)."""
 
 
 def lr_at(step: int, budget: FinetuneSettings) -> float:
@@ -134,14 +139,20 @@ def finetune(
                 best = (score, step, _copy_state(model), _copy_state(head))
                 best_val = val
 
+        flops_per_sample = 0.0
         for step, idx in enumerate(plan):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, budget)
             model.train()
             head.train()
-            loss = task.loss(model, head, idx)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # the first step is counted (counting moves no number); the rest scale by samples
+            counter = FlopCounterMode(display=False) if step == 0 else None
+            with counter or contextlib.nullcontext():
+                loss = task.loss(model, head, idx)
+                loss.backward()
+            if counter is not None:
+                flops_per_sample = counter.get_total_flops() / len(idx)
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             done = step + 1
@@ -151,7 +162,8 @@ def finetune(
         model.load_state_dict(best[2])
         head.load_state_dict(best[3])
         test = _evaluate(task, model, head, "test")
-    return FinetuneResult(test, best_val, best[1], history, fingerprint)
+    flops = flops_per_sample * sum(len(idx) for idx in plan)
+    return FinetuneResult(test, best_val, best[1], history, fingerprint, flops)
 
 
 def _copy_state(module: object) -> dict[str, Tensor]:

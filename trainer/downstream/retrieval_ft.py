@@ -30,6 +30,8 @@ class RetrievalFinetune:
     metrics: dict[str, float]
     protocol: str
     fingerprint: str
+    flops: float
+    """Its training FLOPs, counted as pretraining's (``Trainer.cost``)."""
 
 
 def finetune_config(cfg: TrainConfig, budget: FinetuneSettings) -> TrainConfig:
@@ -66,4 +68,5 @@ def finetune_retrieval(trainer: Trainer, budget: FinetuneSettings) -> RetrievalF
     outcome = ft.run()
     metrics = {k: outcome.metrics[k] for k in RETRIEVAL_METRICS}
     return RetrievalFinetune({k: metrics[k] / 100.0 for k in RETRIEVAL_FT_METRICS},
-                             outcome.protocol, outcome.fingerprints.get("data_order", ""))
+                             outcome.protocol, outcome.fingerprints.get("data_order", ""),
+                             outcome.cost["cost_flops"])

@@ -23,7 +23,7 @@ from trainer.downstream.finetune import finetune
 from trainer.downstream.keys import EVALUATION_VERSION, evaluation_key, task_settings
 from trainer.downstream.minimal_pairs import score_minimal_pairs
 from trainer.loop import Trainer
-from trainer.metric_names import finetune_seconds_metric
+from trainer.metric_names import finetune_flops_metric, finetune_seconds_metric
 
 __all__ = ["EVALUATION_VERSION", "Evaluation", "evaluate_task", "evaluation_key",
            "pretrained_trainer", "task_settings"]
@@ -46,13 +46,18 @@ class Evaluation:
     """Diagnostics that are not compared (the share of texts truncated, the group count)."""
     seconds: float = 0.0
     """Wall time of the evaluation (fine-tune, selection and test), on the trial's worker."""
+    flops: float | None = None
+    """Training FLOPs of its fine-tune (0 for the zero-shot probe); None in an evaluation kept
+    from before they were counted."""
 
     def trial_metrics(self) -> dict[str, float]:
         return {f"{self.task}_{k}": v for k, v in self.metrics.items()}
 
     def cost_metrics(self) -> dict[str, float]:
-        """What it cost, as the trial reports it (``cost_finetune_s_<task>``)."""
-        return {finetune_seconds_metric(self.task): self.seconds}
+        """What it cost, as the trial reports it (``cost_finetune_s_<task>``,
+        ``cost_finetune_flops_<task>``)."""
+        flops = {} if self.flops is None else {finetune_flops_metric(self.task): self.flops}
+        return {finetune_seconds_metric(self.task): self.seconds, **flops}
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,13 +92,13 @@ def _evaluate(trainer: Trainer, task: str, trial_key: str) -> Evaluation:
         result = score_minimal_pairs(trainer.pretrainer, trainer.bench.test, ids, mask,
                                      device=trainer.device)
         compared, details = _split_metrics(result.metrics)
-        return Evaluation(task, key, compared, result.protocol, details=details)
+        return Evaluation(task, key, compared, result.protocol, details=details, flops=0.0)
     if task == "retrieval_ft":
         from trainer.downstream.retrieval_ft import finetune_retrieval
 
         tuned = finetune_retrieval(trainer, cfg.eval.downstream.retrieval_ft.finetune)
         return Evaluation(task, key, tuned.metrics, f"finetune:{tuned.protocol}",
-                          fingerprint=tuned.fingerprint)
+                          fingerprint=tuned.fingerprint, flops=tuned.flops)
     from trainer.downstream.tasks import load_task
 
     settings = cfg.eval.downstream.task(task)
@@ -109,7 +114,7 @@ def _evaluate(trainer: Trainer, task: str, trial_key: str) -> Evaluation:
                    device=trainer.device)
     compared, details = _split_metrics(out.test)
     return Evaluation(task, key, compared, f"finetune:{task}", _split_metrics(out.val)[0],
-                      out.best_step, out.history, out.fingerprint, details)
+                      out.best_step, out.history, out.fingerprint, details, flops=out.flops)
 
 
 def pretrained_trainer(cfg: TrainConfig, seed: int, checkpoint_dir: str) -> Trainer:

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from trainer.config import TrainConfig, build_config
 from trainer.config.downstream import FinetuneSettings
-from trainer.downstream.finetune import batches, lr_at
+from trainer.downstream.finetune import batches, finetune, lr_at
 from trainer.downstream.retrieval_ft import finetune_config
 from trainer.downstream.run import evaluate_task, evaluation_key
 from trainer.loop import Trainer
@@ -49,6 +49,33 @@ def test_learning_rate_warms_up_linearly_then_decays_along_a_cosine() -> None:
         t = (step - 10) / 90
         assert lr_at(step, b) == pytest.approx(0.5 * (1 + math.cos(math.pi * t)))
     assert lr_at(100, b) == pytest.approx(0.0)
+
+
+class LinearProbe:
+    """A task whose only FLOPs are one bias-free linear map of fixed inputs: forward
+    2·b·d_in·d_out, backward the same again for the weight's gradient (the inputs need none)."""
+
+    name, primary = "probe", "score"
+    inputs = torch.arange(60, dtype=torch.float32).view(10, 6) / 60
+
+    def head(self, trunk: object) -> torch.nn.Module:
+        return torch.nn.Linear(6, 3, bias=False)
+
+    def train_size(self) -> int:
+        return 10
+
+    def loss(self, trunk: object, head: torch.nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        return head(self.inputs[idx]).square().mean()
+
+    def evaluate(self, trunk: object, head: torch.nn.Module, split: str) -> dict[str, float]:
+        return {"score": 0.0}
+
+
+def test_a_fine_tunes_flops_are_its_steps_matmuls_forward_and_backward() -> None:
+    budget = FinetuneSettings(steps=5, batch_size=4, eval_every=5)
+    out = finetune(torch.nn.Linear(1, 1), LinearProbe(), budget, seed=0)  # type: ignore[arg-type]
+    # 10 examples in batches of 4: epochs of 4 + 4 + 2, so 5 steps see 4+4+2+4+4 = 18 samples
+    assert out.flops == 18 * (2 * 6 * 3 + 2 * 6 * 3)
 
 
 def test_every_epoch_visits_each_example_once_and_epochs_differ() -> None:
@@ -123,6 +150,13 @@ def test_a_trials_evaluations_run_once_and_a_task_added_later_runs_alone(
     assert first.metrics["cost_finetune_s_ve"] > 0.0
     assert (client.get_run(run_id).data.metrics["cost_finetune_s_ve"]
             == first.metrics["cost_finetune_s_ve"])
+    # and its training FLOPs: per sample below pretraining's (one fused pass against ITC, ITM
+    # and MLM's several), none for the zero-shot probe
+    logged = client.get_run(run_id).data.metrics
+    ve_flops = logged["cost_finetune_flops_ve"]
+    assert ve_flops == first.metrics["cost_finetune_flops_ve"]
+    assert 0 < ve_flops / (4 * 8) < logged["cost_flops"] / (3 * 8)
+    assert first.metrics["cost_finetune_flops_minimal_pairs"] == 0.0
 
     again = run_trial(cfg, 0, tracking_uri=uri, experiment_name="ds", checkpoint_dir=ckpt)
     assert again.metrics == first.metrics and again.mlflow_run_id == run_id
