@@ -16,21 +16,24 @@ def _si(value: float | None, unit: str = "") -> str:
     return f"{value:.3g} {unit}".rstrip()
 
 
+def _times(ratio: float | None, of: str = "") -> str:
+    """`` (×r)`` or `` (×r of training)``; empty when the ratio is unknown."""
+    return "" if ratio is None else f" (×{ratio:.2f}{of})"
+
+
 def cost_table(a: Analysis) -> Table:
     """Per arm: what one trial cost to train, and its ratio to the baseline."""
     rows = []
     finetune = any(c.finetune_samples for c in a.cost)
     for c in a.cost:
-        ratio = "" if c.flops_ratio is None else f" (×{c.flops_ratio:.2f})"
-        wall = "" if c.train_s_ratio is None else f" (×{c.train_s_ratio:.2f})"
         row = [TCell(c.variant), TCell(str(c.n)), TCell(_si(c.samples)),
-               TCell(_si(c.flops, "FLOP") + ratio),
-               TCell("–" if c.train_s is None else f"{c.train_s:.1f} s{wall}")]
-        own = "" if c.finetune_s_ratio is None else f" (×{c.finetune_s_ratio:.2f} of training)"
-        seconds = "–" if c.finetune_s is None else f"{c.finetune_s:.1f} s{own}"
-        of = ("" if c.finetune_flops_ratio is None
-              else f" (×{c.finetune_flops_ratio:.2f} of training)")
-        flops = _si(c.finetune_flops, "FLOP") + ("" if c.finetune_flops is None else of)
+               TCell(_si(c.flops, "FLOP") + _times(c.flops_ratio)),
+               TCell("–" if c.train_s is None
+                     else f"{c.train_s:.1f} s{_times(c.train_s_ratio)}")]
+        of = " of training"
+        seconds = ("–" if c.finetune_s is None
+                   else f"{c.finetune_s:.1f} s{_times(c.finetune_s_ratio, of)}")
+        flops = _si(c.finetune_flops, "FLOP") + _times(c.finetune_flops_ratio, of)
         rows.append(row + ([TCell(_si(c.finetune_samples)), TCell(flops), TCell(seconds)]
                            if finetune else []))
     columns = [Column("variant", "l"), Column("trials"), Column("samples"),
