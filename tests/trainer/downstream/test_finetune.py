@@ -78,6 +78,33 @@ def test_a_fine_tunes_flops_are_its_steps_matmuls_forward_and_backward() -> None
     assert out.flops == 18 * (2 * 6 * 3 + 2 * 6 * 3)
 
 
+class _NoCounter:
+    """Stands in for FlopCounterMode where a run must not count at all."""
+
+    def __init__(self, display: bool = False) -> None:
+        pass
+
+    def __enter__(self) -> _NoCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get_total_flops(self) -> int:
+        return 0
+
+
+def test_counting_a_fine_tunes_flops_moves_no_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    trainer = Trainer(small(tmp_path), 5, checkpoint_dir=None)
+    counted = evaluate_task(trainer, "nlvr", trial_key="k")
+    monkeypatch.setattr("trainer.downstream.finetune.FlopCounterMode", _NoCounter)
+    uncounted = evaluate_task(trainer, "nlvr", trial_key="k")
+    assert counted.metrics == uncounted.metrics and counted.history == uncounted.history
+    assert counted.flops is not None and counted.flops > 0 and uncounted.flops == 0
+
+
 def test_every_epoch_visits_each_example_once_and_epochs_differ() -> None:
     plan = batches(seed=3, task="vqa", n=10, batch_size=4, steps=9)
     sizes = [len(b) for b in plan]
