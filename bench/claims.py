@@ -261,6 +261,25 @@ def loss_weights_table(analysis: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cost_table(analyses: dict[str, dict[str, Any]]) -> list[str]:
+    """The issue's budget: a trial's downstream stage against its pretraining steps."""
+    lines = ["| Spec | arms | training steps, s per trial | downstream, s per trial | "
+             "downstream / training | downstream FLOPs / training FLOPs |", "|---" * 6 + "|"]
+    for spec, a in analyses.items():
+        arms = [c for c in a["cost"] if c.get("finetune_s") and c.get("train_s")]
+        if not arms:
+            continue
+        ratio = [c["finetune_s"] / c["train_s"] for c in arms]
+        flops = [c["finetune_flops"] / c["flops"] for c in arms
+                 if c.get("finetune_flops") and c.get("flops")]
+        lines.append(
+            f"| `{spec}` | {len(arms)} | {min(c['train_s'] for c in arms):.0f}-"
+            f"{max(c['train_s'] for c in arms):.0f} | {min(c['finetune_s'] for c in arms):.0f}-"
+            f"{max(c['finetune_s'] for c in arms):.0f} | {min(ratio):.2f}-{max(ratio):.2f}x | "
+            + (f"{min(flops):.2f}-{max(flops):.2f}x" if flops else "not counted then") + " |")
+    return lines
+
+
 def main() -> None:
     analyses = {}
     for spec in [*dict.fromkeys(c.spec for c in CLAIMS), "loss_weights"]:
@@ -281,6 +300,9 @@ def main() -> None:
                 "F tests of each weight's main effect and their interaction; Holm across the "
                 "two main effects x the six tasks.", "",
                 *loss_weights_table(analyses["loss_weights"])]
+    doc += ["", "## Downstream cost against pretraining, per trial", "",
+            "From each analysis's cost table (means over an arm's trials; training counts the "
+            "pretraining steps only, as `cost_train_s` does).", "", *cost_table(analyses)]
     (RESULTS / "claims.md").write_text("\n".join(doc) + "\n")
     verdicts = {r.claim.text: r.verdict() for r in rows}
     json.dump(verdicts, sys.stdout, indent=1)
