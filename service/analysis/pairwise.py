@@ -101,6 +101,7 @@ def _paired_group(
         dz_lo, dz_hi = dz - z * se, dz + z * se
     out.test[rows] = 1
     out.stat[rows], out.p[rows], out.df[rows] = res.statistic, res.pvalue, res.df
+    _no_difference_at_all(out, rows[(d == 0).all(axis=1)])
     out.lo[rows], out.hi[rows] = ci.low, ci.high
     out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = dz, dz_lo, dz_hi
     if boot is not None:
@@ -131,10 +132,19 @@ def _welch_group(
         g_lo, g_hi = g - z * se, g + z * se
     out.test[rows] = 2
     out.stat[rows], out.p[rows], out.df[rows] = res.statistic, res.pvalue, res.df
+    _no_difference_at_all(out, rows[(a == a[:, :1]).all(axis=1) & (b == a[:, :1]).all(axis=1)])
     out.lo[rows], out.hi[rows] = ci.low, ci.high
     out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = g, g_lo, g_hi
     if boot is not None:
         out.lo[rows], out.hi[rows] = boot.interval((a, b), conf)
+
+
+def _no_difference_at_all(out: _PairStats, rows: np.ndarray) -> None:
+    """Rows whose observations differ nowhere (every paired difference 0, or both arms one
+    and the same constant): t is 0/0, but the data hold no evidence of a difference at all,
+    so p is 1 (as a sign test's would be) rather than "insufficient data" for a full sample."""
+    out.stat[rows], out.p[rows] = 0.0, 1.0
+    out.lo[rows], out.hi[rows] = 0.0, 0.0
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -273,6 +283,8 @@ def _comparison(
         note = "fewer than 2 seeds on a side: no test or interval possible"
     elif not math.isfinite(r["p"]):
         note = "test undefined (zero variance)"
+    elif r["stat"] == 0.0 and r["lo"] == 0.0 == r["hi"]:
+        note = "the arms' values differ at no seed: p = 1, no effect size"
     elif test == "welch_t" and pairing.broken:
         note = f"unpaired, {pairing.label.removeprefix('broken: ')}: Welch t-test"
     elif test == "welch_t":

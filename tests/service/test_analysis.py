@@ -499,3 +499,26 @@ def test_missing_metric_in_a_finished_trial_is_counted() -> None:
     view.metrics = ["mean_recall", "t2i_r1"]
     cell = analyze(view).variant("b").cells["t2i_r1"]
     assert cell.n == 0 and cell.n_missing == 2 and cell.mean is None
+
+
+def test_arms_that_differ_at_no_seed_show_no_difference_not_missing_data() -> None:
+    """A downstream case (minimal pairs' group score 0, 1/56, 0 in both arms): every paired
+    difference is 0, t is 0/0, yet three seeds each are a full sample with no evidence of a
+    difference; a sign test gives p = 1, and so does the analysis."""
+    same = [0.0, 1 / 56, 0.0]
+    view = make_view({"base": {"group": same}, "new": {"group": list(same)}}, primary="group")
+    cmp = analyze(view).variant("new").vs_baseline["group"]
+    assert cmp.test == "paired_t" and cmp.p == 1.0 and cmp.verdict == "no detectable difference"
+    assert (cmp.ci.low, cmp.ci.high) == (0.0, 0.0) and cmp.effect_size is None
+    assert "differ at no seed" in cmp.note
+
+    # unpaired seed sets, both arms one and the same constant: Welch is 0/0 too
+    view = make_view({"base": {"group": [0.5, 0.5, 0.5]}, "new": {"group": [0.5, 0.5]}},
+                     primary="group", seeds={"base": [0, 1, 2], "new": [3, 4]})
+    cmp = analyze(view).variant("new").vs_baseline["group"]
+    assert cmp.test == "welch_t" and cmp.p == 1.0 and cmp.verdict == "no detectable difference"
+
+    # a constant but non-zero difference is still a difference
+    view = make_view({"base": {"group": [0.0, 0.1, 0.2]}, "new": {"group": [0.1, 0.2, 0.3]}},
+                     primary="group")
+    assert analyze(view).variant("new").vs_baseline["group"].verdict == "better"
