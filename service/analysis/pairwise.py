@@ -101,9 +101,12 @@ def _paired_group(
         dz_lo, dz_hi = dz - z * se, dz + z * se
     out.test[rows] = 1
     out.stat[rows], out.p[rows], out.df[rows] = res.statistic, res.pvalue, res.df
-    _no_difference_at_all(out, rows[(d == 0).all(axis=1)])
     out.lo[rows], out.hi[rows] = ci.low, ci.high
     out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = dz, dz_lo, dz_hi
+    flat = (d == d[:, :1]).all(axis=1) & (d[:, 0] != 0)
+    for r, k in zip(rows[flat], d[flat], strict=True):
+        _no_spread(out, r, float(stats.binomtest(len(k), len(k), 0.5).pvalue))
+    _no_difference_at_all(out, rows[(d == 0).all(axis=1)])
     if boot is not None:
         out.lo[rows], out.hi[rows] = boot.interval((d,), conf)
 
@@ -132,11 +135,23 @@ def _welch_group(
         g_lo, g_hi = g - z * se, g + z * se
     out.test[rows] = 2
     out.stat[rows], out.p[rows], out.df[rows] = res.statistic, res.pvalue, res.df
-    _no_difference_at_all(out, rows[(a == a[:, :1]).all(axis=1) & (b == a[:, :1]).all(axis=1)])
     out.lo[rows], out.hi[rows] = ci.low, ci.high
     out.eff[rows], out.eff_lo[rows], out.eff_hi[rows] = g, g_lo, g_hi
+    flat = (a == a[:, :1]).all(axis=1) & (b == b[:, :1]).all(axis=1) & (a[:, 0] != b[:, 0])
+    for r, x, y in zip(rows[flat], a[flat], b[flat], strict=True):
+        _no_spread(out, r, float(stats.mannwhitneyu(x, y, method="exact").pvalue))
+    _no_difference_at_all(out, rows[(a == a[:, :1]).all(axis=1) & (b == a[:, :1]).all(axis=1)])
     if boot is not None:
         out.lo[rows], out.hi[rows] = boot.interval((a, b), conf)
+
+
+def _no_spread(out: _PairStats, row: int, p: float) -> None:
+    """A row whose difference is the same at every seed: t is infinite and its p of 0 would
+    call any such difference decided (two seeds both +1/56 on the minimal pairs did). The
+    exact sign test (paired) or Mann-Whitney test (unpaired) needs no spread; no t interval."""
+    out.stat[row], out.p[row] = np.nan, p
+    out.lo[row] = out.hi[row] = np.nan
+    out.eff[row] = out.eff_lo[row] = out.eff_hi[row] = np.nan
 
 
 def _no_difference_at_all(out: _PairStats, rows: np.ndarray) -> None:
@@ -283,6 +298,9 @@ def _comparison(
         note = "fewer than 2 seeds on a side: no test or interval possible"
     elif not math.isfinite(r["p"]):
         note = "test undefined (zero variance)"
+    elif not math.isfinite(r["stat"]):
+        note = ("the difference is the same at every seed: exact "
+                + ("sign" if test == "paired_t" else "Mann-Whitney") + " test, no t interval")
     elif r["stat"] == 0.0 and r["lo"] == 0.0 == r["hi"]:
         note = "the arms' values differ at no seed: p = 1, no effect size"
     elif test == "welch_t" and pairing.broken:

@@ -522,3 +522,25 @@ def test_arms_that_differ_at_no_seed_show_no_difference_not_missing_data() -> No
     view = make_view({"base": {"group": [0.0, 0.1, 0.2]}, "new": {"group": [0.1, 0.2, 0.3]}},
                      primary="group")
     assert analyze(view).variant("new").vs_baseline["group"].verdict == "better"
+
+
+def test_a_difference_with_no_spread_is_judged_by_an_exact_test_not_an_infinite_t() -> None:
+    """loss_weights' case: two seeds, both +1/56 on the minimal pairs. t is infinite and its
+    p of 0 called that decided. By the sign test, k same-sign differences of k have
+    two-sided p = 2 * 0.5**k; by the exact Mann-Whitney test, two constant arms of sizes 3
+    and 2 that do not overlap have p = 2 / C(5, 2)."""
+    view = make_view({"base": {"group": [0.0, 0.0]}, "new": {"group": [1 / 56, 1 / 56]}},
+                     primary="group")
+    cmp = analyze(view).variant("new").vs_baseline["group"]
+    assert cmp.p == pytest.approx(2 * 0.5**2) and cmp.verdict == "no detectable difference"
+    assert cmp.ci is None and "sign test" in cmp.note
+
+    view = make_view({"base": {"group": [0.0] * 5}, "new": {"group": [1.0] * 5}},
+                     primary="group")
+    assert analyze(view).variant("new").vs_baseline["group"].p == pytest.approx(2 * 0.5**5)
+
+    view = make_view({"base": {"group": [0.0, 0.0]}, "new": {"group": [1.0, 1.0, 1.0]}},
+                     primary="group", seeds={"base": [0, 1], "new": [2, 3, 4]})
+    cmp = analyze(view).variant("new").vs_baseline["group"]
+    assert cmp.test == "welch_t" and cmp.p == pytest.approx(2 / math.comb(5, 2))
+    assert "Mann-Whitney" in cmp.note
