@@ -7,8 +7,9 @@ verdict by one rule for every row. It computes nothing a spec's own analysis did
 intervals and raw p values are the service's: paired t where pairing was verified, Welch
 otherwise, OLS for factorial main effects), except:
 
-- one contrast between two non-baseline arms (UNITER's +WRA over +MRC-kl+MRFR), a paired t
-  over the seeds both arms share (both were verified paired with the same baseline);
+- one contrast between two non-baseline arms (UNITER's +WRA over +MRC-kl+MRFR), which the
+  service's own ``analyze`` computes here from the two arms' per-seed values (paired by seed;
+  both arms were verified paired with the same baseline);
 - the table's own multiplicity family, declared here: Holm per spec across that spec's claims
   x the six tasks' primary metrics; the Meta-Sum is a second family per spec (its claims).
 
@@ -33,8 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service.analysis import analyze  # noqa: E402
+from service.analysis.pairwise import holm as holm_adjusted  # noqa: E402
+from service.analysis.schema import ExperimentView, TrialRecord, VariantView  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALPHA = 0.05
@@ -88,7 +94,6 @@ class Contrast:
     low: float
     high: float
     p: float
-    test: str
 
 
 def scale(metric: str) -> float:
@@ -103,22 +108,30 @@ def _variant(analysis: dict[str, Any], name: str) -> dict[str, Any]:
     raise KeyError(f"{analysis['experiment']}: no variant {name!r}")
 
 
-def _from_comparison(c: dict[str, Any], sign: float, k: float) -> Contrast:
+def _from_comparison(c: dict[str, Any], sign: float, k: float) -> Contrast | None:
+    """A kept comparison in points; None where it has no test or interval (too few seeds)."""
+    if c["ci"] is None or c["p"] is None:
+        return None
     lo, hi = c["ci"]["low"] * k * sign, c["ci"]["high"] * k * sign
-    return Contrast(c["delta"] * k * sign, min(lo, hi), max(lo, hi), c["p"], c["test"])
+    return Contrast(c["delta"] * k * sign, min(lo, hi), max(lo, hi), c["p"])
 
 
-def _paired_by_seed(analysis: dict[str, Any], claim: Claim, metric: str, k: float) -> Contrast:
-    a = _variant(analysis, claim.variant)["cells"][metric]
-    b = _variant(analysis, claim.reference)["cells"][metric]
-    by_seed = dict(zip(b["seeds"], b["values"], strict=True))
-    pairs = [(x, by_seed[s]) for s, x in zip(a["seeds"], a["values"], strict=True)
-             if s in by_seed]
-    x, y = (np.array(v) * k for v in zip(*pairs, strict=True))
-    test = stats.ttest_rel(x, y)
-    ci = test.confidence_interval(1 - ALPHA)
-    return Contrast(float(np.mean(x - y)), float(ci.low), float(ci.high), float(test.pvalue),
-                    "paired_t (by seed, here)")
+def _between_arms(analysis: dict[str, Any], claim: Claim, metric: str, k: float
+                  ) -> Contrast | None:
+    """A contrast the spec's analysis did not make, by the service's own ``analyze`` on the
+    two arms' kept per-seed values."""
+    trials = [TrialRecord(variant=name, seed=seed, status="finished", metrics={metric: value})
+              for name in (claim.reference, claim.variant)
+              for seed, value in zip(_variant(analysis, name)["cells"][metric]["seeds"],
+                                     _variant(analysis, name)["cells"][metric]["values"],
+                                     strict=True)]
+    view = ExperimentView(name=analysis["experiment"], design="explicit",
+                          variants=[VariantView(name=claim.reference),
+                                    VariantView(name=claim.variant)],
+                          baseline=claim.reference, primary_metric=metric, metrics=[metric],
+                          trials=trials)
+    c = analyze(view, directions={metric: "higher"}).variant(claim.variant).vs_baseline[metric]
+    return _from_comparison(c.model_dump(), 1.0, k)
 
 
 def contrast(analysis: dict[str, Any], claim: Claim, metric: str) -> Contrast | None:
@@ -128,7 +141,7 @@ def contrast(analysis: dict[str, Any], claim: Claim, metric: str) -> Contrast | 
         for e in analysis["factor_effects"]:
             if e["metric"] == metric and e["term"] == claim.term and e["ci"] is not None:
                 return Contrast(e["estimate"] * k, e["ci"]["low"] * k, e["ci"]["high"] * k,
-                                e["p"], "ols_t")
+                                e["p"])
         return None
     variant = _variant(analysis, claim.variant)
     for key in ("vs_baseline", "vs_previous"):
@@ -139,7 +152,7 @@ def contrast(analysis: dict[str, Any], claim: Claim, metric: str) -> Contrast | 
     if c is not None and c["reference"] == claim.variant:
         return _from_comparison(c, -1.0, k)
     if metric in variant["cells"]:
-        return _paired_by_seed(analysis, claim, metric, k)
+        return _between_arms(analysis, claim, metric, k)
     return None
 
 
@@ -148,7 +161,7 @@ def primaries(analysis: dict[str, Any]) -> dict[str, str]:
 
 
 def holm(ps: list[float]) -> list[float]:
-    return list(multipletests(ps, alpha=ALPHA, method="holm")[1]) if ps else []
+    return [float(p) for p in holm_adjusted(np.array(ps, dtype=float))] if ps else []
 
 
 @dataclass
